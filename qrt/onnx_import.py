@@ -1,0 +1,335 @@
+"""ONNX ModelProto -> qrt.ir.Graph. The only runtime module that imports onnx.
+
+Validates everything that can be validated before running: file readable and complete, IR version
+and opsets in range, external data inside the model's folder, every op supported (all unsupported
+ops reported at once), every input defined, no cycles, required attributes present.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict, deque
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qrt import ir
+from qrt.errors import ModelLoadError, UnsupportedOpError
+from qrt.ops import REQUIRED, resolve
+from qrt.ops.registry import canonical_domain
+
+MIN_OPSET = 10
+MAX_OPSET = onnx.defs.onnx_opset_version()
+MAX_IR_VERSION = onnx.IR_VERSION
+
+# Element types qrt does not run (the model still loads if they only appear in unused value_info).
+_UNSUPPORTED_ELEM_TYPES = {
+    onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16, onnx.TensorProto.COMPLEX64,
+    onnx.TensorProto.COMPLEX128,
+}
+
+
+def np_dtype(elem_type: int):
+    """numpy dtype of an ONNX element type (ml_dtypes types for int4/uint4/float8)."""
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return None
+
+
+def elem_type_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"<unknown element type {elem_type}>"
+
+
+def read_model(model, source: str | None = None) -> tuple[onnx.ModelProto, str, str | None]:
+    """Returns (proto, source label for messages, base directory for external data)."""
+    if isinstance(model, onnx.ModelProto):
+        return model, source or "<ModelProto>", None
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        label, base = source or "<bytes>", None
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        label, base = path, os.path.dirname(os.path.abspath(path))
+        if not os.path.exists(path):
+            raise ModelLoadError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise ModelLoadError(f"{path}: is a directory, not an ONNX model file")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ModelLoadError(f"{path}: cannot read: {e}") from e
+    else:
+        raise TypeError(
+            f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+    if not data:
+        raise ModelLoadError(f"{label}: empty file, not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelLoadError(
+            f"{label}: not a valid ONNX model (truncated or corrupt protobuf: {e})") from e
+    if not proto.HasField("graph"):
+        raise ModelLoadError(f"{label}: not a valid ONNX model (no graph in the file; truncated?)")
+    return proto, label, base
+
+
+def _check_versions(proto: onnx.ModelProto, label: str) -> dict[str, int]:
+    if proto.ir_version > MAX_IR_VERSION:
+        raise ModelLoadError(
+            f"{label}: IR version {proto.ir_version} is newer than the newest supported "
+            f"({MAX_IR_VERSION})")
+    if proto.ir_version < 3:
+        raise ModelLoadError(f"{label}: IR version {proto.ir_version} is too old (need >= 3)")
+    opsets: dict[str, int] = {}
+    for imp in proto.opset_import:
+        opsets[canonical_domain(imp.domain)] = int(imp.version)
+    if "" not in opsets:
+        raise ModelLoadError(f"{label}: the model imports no version of the default ONNX opset")
+    v = opsets[""]
+    if not MIN_OPSET <= v <= MAX_OPSET:
+        raise ModelLoadError(
+            f"{label}: opset {v} is outside the supported range {MIN_OPSET}..{MAX_OPSET}")
+    return opsets
+
+
+def _external_tensor(t: onnx.TensorProto, base: str | None, label: str) -> np.ndarray:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location")
+    if not loc:
+        raise ModelLoadError(f"{label}: tensor '{t.name}' has external data without a location")
+    if base is None:
+        raise ModelLoadError(
+            f"{label}: tensor '{t.name}' keeps its data in external file '{loc}', which can only "
+            "be found when the model is loaded from a path")
+    if os.path.isabs(loc):
+        raise ModelLoadError(
+            f"{label}: tensor '{t.name}': external data location '{loc}' is absolute; it must be "
+            "relative to the model's folder")
+    root = os.path.realpath(base)
+    path = os.path.realpath(os.path.join(root, loc))
+    if os.path.commonpath([root, path]) != root:
+        raise ModelLoadError(
+            f"{label}: tensor '{t.name}': external data location '{loc}' escapes the model's folder")
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"{label}: tensor '{t.name}': external data file '{loc}' not found")
+    offset = int(info.get("offset", 0) or 0)
+    length = info.get("length")
+    size = os.path.getsize(path)
+    n = size - offset if length is None else int(length)
+    if offset < 0 or n < 0 or offset + n > size:
+        raise ModelLoadError(
+            f"{label}: tensor '{t.name}': external data range offset={offset} length={n} is "
+            f"outside file '{loc}' ({size} bytes)")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.read(n)
+    copy = onnx.TensorProto()
+    copy.CopyFrom(t)
+    del copy.external_data[:]
+    copy.data_location = onnx.TensorProto.DEFAULT
+    copy.raw_data = raw
+    return _to_array(copy, label)
+
+
+def _to_array(t: onnx.TensorProto, label: str) -> np.ndarray:
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{label}: tensor '{t.name}' ({elem_type_name(t.data_type)}, dims {list(t.dims)}) "
+            f"cannot be decoded: {e}") from e
+    return arr
+
+
+def tensor_to_array(t: onnx.TensorProto, base: str | None, label: str) -> np.ndarray:
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return _external_tensor(t, base, label)
+    return _to_array(t, label)
+
+
+def _value_info(vi: onnx.ValueInfoProto) -> ir.TensorInfo:
+    tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+    if tt is None:
+        return ir.TensorInfo(vi.name)
+    dtype = np_dtype(tt.elem_type) if tt.elem_type else None
+    shape = None
+    if tt.HasField("shape"):
+        dims = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        shape = tuple(dims)
+    return ir.TensorInfo(vi.name, dtype, shape)
+
+
+def _attr_value(a: onnx.AttributeProto, base, label):
+    T = onnx.AttributeProto
+    if a.type == T.TENSOR:
+        return tensor_to_array(a.t, base, label)
+    if a.type == T.TENSORS:
+        return [tensor_to_array(t, base, label) for t in a.tensors]
+    if a.type == T.STRING:
+        return a.s.decode("utf-8", errors="replace")
+    if a.type == T.STRINGS:
+        return [s.decode("utf-8", errors="replace") for s in a.strings]
+    if a.type == T.INTS:
+        return [int(i) for i in a.ints]
+    if a.type == T.FLOATS:
+        return [float(f) for f in a.floats]
+    if a.type == T.INT:
+        return int(a.i)
+    if a.type == T.FLOAT:
+        return float(a.f)
+    if a.type in (T.GRAPH, T.GRAPHS):
+        return helper.get_attribute_value(a)  # kept as protos; no op in scope takes a subgraph
+    if a.type in (T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TYPE_PROTO, T.TYPE_PROTOS):
+        return helper.get_attribute_value(a)
+    raise ModelLoadError(f"{label}: attribute '{a.name}' has unknown type {a.type}")
+
+
+def _infer_shapes(proto: onnx.ModelProto) -> dict[str, ir.TensorInfo]:
+    """Best-effort static shapes for `inspect` and the passes; never required to run."""
+    try:
+        # Strip initializer data so inference on big models costs nothing.
+        light = onnx.ModelProto()
+        light.CopyFrom(proto)
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
+    except Exception:
+        return {}
+    return {vi.name: _value_info(vi) for vi in list(inferred.graph.value_info)
+            + list(inferred.graph.output) + list(inferred.graph.input)}
+
+
+def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = None) -> ir.Graph:
+    opsets = _check_versions(proto, label)
+    if len(proto.functions):
+        try:
+            proto = onnx.inliner.inline_local_functions(proto)
+        except Exception as e:
+            raise ModelLoadError(f"{label}: cannot inline the model's local functions: {e}") from e
+    g = proto.graph
+    if len(g.sparse_initializer):
+        raise ModelLoadError(
+            f"{label}: sparse initializers are not supported "
+            f"({', '.join(s.values.name for s in g.sparse_initializer)})")
+
+    inits: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if not t.name:
+            raise ModelLoadError(f"{label}: an initializer has no name")
+        inits[t.name] = tensor_to_array(t, base, label)
+
+    inputs = [_value_info(vi) for vi in g.input if vi.name not in inits]
+    for ti, vi in zip(inputs, [v for v in g.input if v.name not in inits]):
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is None:
+            raise ModelLoadError(f"{label}: input '{vi.name}' is not a tensor; only tensor inputs "
+                                 "are supported")
+        if tt.elem_type in _UNSUPPORTED_ELEM_TYPES:
+            raise ModelLoadError(
+                f"{label}: input '{vi.name}' has element type {elem_type_name(tt.elem_type)}, "
+                "which qrt does not run")
+    outputs = [_value_info(vi) for vi in g.output]
+
+    nodes: list[ir.Node] = []
+    unsupported: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for i, n in enumerate(g.node):
+        dom = canonical_domain(n.domain)
+        name = n.name or f"{n.op_type}_{i}"
+        try:
+            attrs = {a.name: _attr_value(a, base, label) for a in n.attribute}
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(f"{label}: {n.op_type} node '{name}': bad attribute: {e}") from e
+        node = ir.Node(n.op_type, list(n.input), list(n.output), attrs, name, dom)
+        if dom not in opsets:
+            unsupported[(n.op_type, dom)].append(name)
+        else:
+            opdef = resolve(n.op_type, dom, opsets[dom])
+            if opdef is None:
+                unsupported[(n.op_type, dom)].append(name)
+        nodes.append(node)
+
+    if unsupported:
+        parts = []
+        for (op, dom), names in sorted(unsupported.items()):
+            shown = ", ".join(f"'{x}'" for x in names[:5]) + (
+                f" and {len(names) - 5} more" if len(names) > 5 else "")
+            where = f"domain '{dom}'" if dom else f"opset {opsets['']}"
+            parts.append(f"{op} ({where}; nodes {shown})")
+        raise UnsupportedOpError(
+            f"{label}: {len(unsupported)} unsupported op type(s): " + "; ".join(parts),
+            [(op, dom, names) for (op, dom), names in sorted(unsupported.items())])
+
+    graph = ir.Graph(nodes, inputs, outputs, inits, {}, opsets, g.name, label)
+    check_graph(graph)
+    for node in graph.nodes:
+        opdef = resolve(node.op_type, node.domain, opsets[node.domain])
+        for aname, default in opdef.attrs.items():
+            if default is REQUIRED and aname not in node.attrs:
+                raise ModelLoadError(
+                    f"{label}: {node.label()} is missing required attribute '{aname}'")
+    graph.value_info = _infer_shapes(proto) if proto.ByteSize() < (1 << 31) else {}
+    for ti in inputs + outputs:
+        graph.value_info.setdefault(ti.name, ti)
+    return graph
+
+
+def check_graph(graph: ir.Graph) -> None:
+    """Every value defined once, every input defined, acyclic; sorts nodes topologically."""
+    label = graph.source
+    defined = {t.name for t in graph.inputs} | set(graph.initializers)
+    producer: dict[str, ir.Node] = {}
+    for n in graph.nodes:
+        for o in n.outputs:
+            if not o:
+                continue
+            if o in producer or o in defined:
+                raise ModelLoadError(f"{label}: value '{o}' is produced more than once "
+                                     f"(again by {n.label()})")
+            producer[o] = n
+    for n in graph.nodes:
+        for i in n.inputs:
+            if i and i not in defined and i not in producer:
+                raise ModelLoadError(f"{label}: {n.label()} reads '{i}', which no node, input or "
+                                     "initializer defines")
+    for o in graph.outputs:
+        if o.name not in defined and o.name not in producer:
+            raise ModelLoadError(f"{label}: graph output '{o.name}' is never computed")
+    # Kahn's algorithm; what is left over sits on a cycle.
+    pending = {id(n): sum(1 for i in set(n.inputs) if i in producer) for n in graph.nodes}
+    users: dict[str, list[ir.Node]] = defaultdict(list)
+    for n in graph.nodes:
+        for i in set(n.inputs):
+            if i in producer:
+                users[i].append(n)
+    ready = deque(n for n in graph.nodes if pending[id(n)] == 0)
+    order: list[ir.Node] = []
+    while ready:
+        n = ready.popleft()
+        order.append(n)
+        for o in n.outputs:
+            for u in users.get(o, ()):
+                pending[id(u)] -= 1
+                if pending[id(u)] == 0:
+                    ready.append(u)
+    if len(order) != len(graph.nodes):
+        stuck = [n.label() for n in graph.nodes if pending[id(n)] > 0]
+        raise ModelLoadError(f"{label}: the graph has a cycle through: " + ", ".join(stuck[:10]))
+    graph.nodes[:] = order
+
+
+def load_graph(model, source: str | None = None) -> ir.Graph:
+    proto, label, base = read_model(model, source)
+    return to_graph(proto, label, base)

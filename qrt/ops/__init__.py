@@ -1,0 +1,16 @@
+"""Op implementations, one module per family. Importing this package registers all of them."""
+from qrt.ops.registry import REQUIRED, NodeContext, OpDef, register, registered_ops, resolve  # noqa: F401
+
+# Explicit list: registration is never discovered from globals.
+from qrt.ops import (  # noqa: F401,E402
+    elementwise,
+    activations,
+    tensor,
+    reduce,
+    conv,
+    pool,
+    nn,
+    resize,
+    quant,
+    fused,
+)

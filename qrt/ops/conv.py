@@ -1,0 +1,4 @@
+"""Float Conv, ConvTranspose, Gemm, MatMul."""
+import numpy as np
+
+from qrt.ops.registry import REQUIRED, register  # noqa: F401

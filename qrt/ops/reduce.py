@@ -1,0 +1,4 @@
+"""Reductions: ReduceMean."""
+import numpy as np
+
+from qrt.ops.registry import REQUIRED, register  # noqa: F401

@@ -1,0 +1,183 @@
+"""InferenceSession: onnxruntime's API over qrt's importer, passes and plan."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from qrt import ir
+from qrt.errors import InvalidFeedError, QrtError
+
+_TYPE_NAMES = {
+    np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.float16): "float16",
+    np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8", np.dtype(np.int16): "int16",
+    np.dtype(np.uint16): "uint16", np.dtype(np.int32): "int32", np.dtype(np.uint32): "uint32",
+    np.dtype(np.int64): "int64", np.dtype(np.uint64): "uint64", np.dtype(np.bool_): "bool",
+}
+
+
+def type_string(dtype) -> str:
+    if dtype is None:
+        return "tensor(unknown)"
+    return f"tensor({_TYPE_NAMES.get(np.dtype(dtype), np.dtype(dtype).name)})"
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """Mirrors onnxruntime.NodeArg: `.name`, `.shape` (ints, strings for symbolic dims, None),
+    `.type` ("tensor(float)" ...), plus `.dtype` as a numpy dtype."""
+
+    name: str
+    shape: list
+    type: str
+    dtype: Any = None
+
+
+def _arg(t: ir.TensorInfo) -> NodeArg:
+    shape = list(t.shape) if t.shape is not None else None
+    return NodeArg(t.name, shape, type_string(t.dtype), t.dtype)
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class InferenceSession:
+    """Load an ONNX model and run it.
+
+    model: a path, the model's bytes, or an onnx.ModelProto.
+    threads: worker threads for the kernels (default: every core this process may use).
+    optimize: run the graph passes (constant folding, BatchNorm folding, QDQ fusion into integer
+        kernels). `optimize=False` runs every node as written, for debugging and conformance.
+    dynamic_quantization: run float MatMul/Gemm/Conv with int8 weights and activations quantized
+        per call (FP32 models, no calibration).
+    sess_options, providers, provider_options: accepted so that onnxruntime code runs unchanged;
+        they are ignored.
+    """
+
+    def __init__(self, model, sess_options=None, providers=None, provider_options=None, *,
+                 threads: int | None = None, optimize: bool = True,
+                 dynamic_quantization: bool = False, device: str = "cpu"):
+        from qrt import onnx_import
+        from qrt.passes import run_pipeline
+        from qrt.plan import Plan
+
+        if threads is None:
+            threads = default_threads()
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.threads = threads
+        self.device = device
+        self._graph = onnx_import.load_graph(model)
+        self._source_nodes = [(n.name, n.op_type) for n in self._graph.nodes]
+        self._inputs = [_arg(t) for t in self._graph.inputs]
+        self._outputs = [_arg(t) for t in self._graph.outputs]
+        self._report = run_pipeline(self._graph, optimize=optimize,
+                                    dynamic_quantization=dynamic_quantization, device=device)
+        self._plan = Plan(self._graph, threads)
+        self._protected = {id(a) for a in self._graph.initializers.values()}
+        self._lock = threading.Lock()
+
+    # -- onnxruntime-compatible API ---------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider" if self.device == "cuda" else "CPUExecutionProvider"]
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+            run_options=None) -> list[np.ndarray]:
+        names = self._output_names(output_names)
+        feeds = self._check_feeds(input_feed)
+        results = self._execute(feeds, names)
+        # Never hand out an array that aliases a weight or a caller's feed.
+        return [np.array(r, copy=True) if (r.base is not None or id(r) in self._protected
+                                            or any(r is f for f in feeds.values())) else r
+                for r in results]
+
+    def lowering_report(self):
+        from qrt.report import LoweringReport
+        return LoweringReport(self._report)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _execute(self, feeds, names, observer=None):
+        from qrt.kernels import threading_ctl
+        with threading_ctl.num_threads(self.threads):
+            return self._plan.execute(feeds, names, observer)
+
+    def _output_names(self, output_names) -> list[str]:
+        known = [o.name for o in self._outputs]
+        if output_names is None:
+            return known
+        if isinstance(output_names, str):
+            raise TypeError("output_names must be a list of names or None, not a string")
+        names = list(output_names)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InvalidFeedError(f"unknown output name(s) {unknown}; the model's outputs are "
+                                   f"{known}")
+        return names
+
+    def _check_feeds(self, input_feed) -> dict[str, np.ndarray]:
+        if not isinstance(input_feed, dict):
+            raise InvalidFeedError(
+                f"input_feed must be a dict of input name -> array, not {type(input_feed).__name__}")
+        expected = {a.name: a for a in self._inputs}
+        unknown = [k for k in input_feed if k not in expected]
+        missing = [k for k in expected if k not in input_feed]
+        if unknown or missing:
+            msg = []
+            if missing:
+                msg.append(f"missing input(s) {missing}")
+            if unknown:
+                msg.append(f"unknown input(s) {unknown}")
+            raise InvalidFeedError("; ".join(msg) + f"; the model's inputs are {list(expected)}")
+        feeds: dict[str, np.ndarray] = {}
+        symbols: dict[str, tuple[int, str]] = {}
+        for name, arg in expected.items():
+            x = input_feed[name]
+            if not isinstance(x, np.ndarray):
+                if isinstance(x, (np.generic, int, float, bool, list, tuple)):
+                    x = np.asarray(x, dtype=arg.dtype) if arg.dtype is not None else np.asarray(x)
+                else:
+                    raise InvalidFeedError(
+                        f"input '{name}': expected a numpy array, got {type(x).__name__}")
+            if arg.dtype is not None and x.dtype != arg.dtype:
+                raise InvalidFeedError(
+                    f"input '{name}': expected dtype {np.dtype(arg.dtype).name} "
+                    f"({arg.type}), got {x.dtype.name}")
+            if arg.shape is not None:
+                if x.ndim != len(arg.shape):
+                    raise InvalidFeedError(
+                        f"input '{name}': expected rank {len(arg.shape)} (shape {arg.shape}), "
+                        f"got rank {x.ndim} (shape {list(x.shape)})")
+                for axis, (want, got) in enumerate(zip(arg.shape, x.shape)):
+                    if isinstance(want, int) and want != got:
+                        raise InvalidFeedError(
+                            f"input '{name}': dimension {axis} must be {want} (shape {arg.shape}), "
+                            f"got shape {list(x.shape)}")
+                    if isinstance(want, str):
+                        if want in symbols and symbols[want][0] != got:
+                            other, oaxis = symbols[want][1].split("#")
+                            raise InvalidFeedError(
+                                f"input '{name}': dimension {axis} ('{want}') is {got}, but input "
+                                f"'{other}' dimension {oaxis} binds '{want}' to {symbols[want][0]}")
+                        symbols.setdefault(want, (got, f"{name}#{axis}"))
+            if not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x)
+            feeds[name] = x
+        return feeds
+
+
+__all__ = ["InferenceSession", "NodeArg", "QrtError"]
