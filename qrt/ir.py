@@ -52,6 +52,8 @@ class Graph:
     opsets: dict[str, int] = field(default_factory=dict)  # domain -> version ("" is ai.onnx)
     name: str = ""
     source: str = "<model>"  # file path or "<bytes>" for messages
+    # Source nodes removed by passes: name -> {"precision", "kernel", "reason"} for the report.
+    folded: dict[str, dict] = field(default_factory=dict)
 
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}

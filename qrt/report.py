@@ -14,7 +14,7 @@ def build_report(source: list[tuple[str, str]], graph: ir.Graph) -> list[dict]:
     for n in graph.nodes:
         for src in n.meta.get("covers", [n.name]):
             runs_in[src] = n
-    folded = graph.__dict__.get("folded", {})  # source name -> reason, set by folding passes
+    folded = graph.folded
     out = []
     for name, op_type in source:
         n = runs_in.get(name)

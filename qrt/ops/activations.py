@@ -1,4 +1,171 @@
-"""Activations: Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Erf, Gelu, Softmax."""
+"""Activations: Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Erf, Gelu, Softmax.
+
+Every op returns its input's element type. float16 transcendental math runs in float32 and rounds
+once at the end. Versions that only widened the type lists (Relu 13/14, LeakyRelu 16, HardSigmoid
+and HardSwish 22, ...) share one registration.
+"""
+import math
+
 import numpy as np
+from numba import njit
 
 from qrt.ops.registry import REQUIRED, register  # noqa: F401
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _compute_dtype(x):
+    """The float type to do transcendental math in (float16 -> float32)."""
+    if x.dtype.kind != "f":
+        raise ValueError(f"expected a floating-point input, got {x.dtype}")
+    return np.float32 if x.dtype.itemsize < 4 else x.dtype
+
+
+def _scalar(v, dtype):
+    with np.errstate(over="ignore"):
+        return np.asarray(v).astype(dtype).reshape(())
+
+
+@register("Relu", since=6)  # 13: bfloat16, 14: signed integer types
+def relu(x):
+    return np.maximum(x, x.dtype.type(0))
+
+
+def _clamp(x, lo, hi):
+    out = x
+    if lo is not None:
+        out = np.maximum(out, lo)
+    if hi is not None:
+        out = np.minimum(out, hi)
+    return out.view() if out is x else out
+
+
+@register("Clip", since=6, attrs={"min": -FLT_MAX, "max": FLT_MAX})
+def clip_6(x, *, min, max):  # noqa: A002 (ONNX attribute names)
+    return _clamp(x, _scalar(min, x.dtype), _scalar(max, x.dtype))
+
+
+@register("Clip", since=11)  # min/max became optional scalar inputs; 12 added integer types
+def clip_11(x, min=None, max=None):  # noqa: A002
+    lo = None if min is None else _bound(min, x, "min")
+    hi = None if max is None else _bound(max, x, "max")
+    return _clamp(x, lo, hi)
+
+
+def _bound(v, x, name):
+    if v.size != 1:
+        raise ValueError(f"Clip: '{name}' must be a scalar, got shape {list(v.shape)}")
+    if v.dtype != x.dtype:
+        raise ValueError(f"Clip: '{name}' has type {v.dtype}, the input {x.dtype}")
+    return v.reshape(())
+
+
+@register("LeakyRelu", since=6, attrs={"alpha": 0.01})  # 16: bfloat16
+def leaky_relu(x, *, alpha):
+    a = _scalar(alpha, x.dtype)
+    return np.where(x < 0, x * a, x)
+
+
+@register("Sigmoid", since=6)
+def sigmoid(x):
+    ct = _compute_dtype(x)
+    xf = x.astype(ct, copy=False)
+    # exp(-|x|) never overflows: sigmoid(x) = 1/(1+e) for x >= 0, e/(1+e) for x < 0.
+    e = np.exp(-np.abs(xf))
+    d = 1 + e
+    out = np.where(xf >= 0, 1 / d, e / d)
+    return out.astype(x.dtype, copy=False)
+
+
+@register("HardSigmoid", since=6, attrs={"alpha": 0.2, "beta": 0.5})  # 22: bfloat16
+def hard_sigmoid(x, *, alpha, beta):
+    a, b = _scalar(alpha, x.dtype), _scalar(beta, x.dtype)
+    y = x * a + b
+    return np.minimum(np.maximum(y, x.dtype.type(0)), x.dtype.type(1))
+
+
+@register("HardSwish", since=14)  # 22: bfloat16
+def hard_swish(x):
+    ct = _compute_dtype(x)
+    xf = x.astype(ct, copy=False)
+    g = np.minimum(np.maximum(xf * ct(1 / 6) + ct(0.5), ct(0)), ct(1))
+    return (xf * g).astype(x.dtype, copy=False)
+
+
+@register("Tanh", since=6)
+def tanh(x):
+    ct = _compute_dtype(x)
+    return np.tanh(x.astype(ct, copy=False)).astype(x.dtype, copy=False)
+
+
+@njit(cache=True, nogil=True)
+def _erf_kernel(x, out):
+    for i in range(x.size):
+        out[i] = math.erf(x[i])
+
+
+def erf_array(x):
+    """math.erf over a float array (float16 via float32); a new array of x's type."""
+    ct = _compute_dtype(x)
+    xf = np.ascontiguousarray(x, dtype=ct).reshape(-1)
+    out = np.empty(xf.size, dtype=ct)
+    if xf.size:
+        _erf_kernel(xf, out)
+    return out.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+@register("Erf", since=9)  # 13: bfloat16
+def erf(x):
+    if x.dtype.kind in "iu":  # Erf 9 accepts integer tensors; the result keeps the type
+        return np.trunc(erf_array(x.astype(np.float64))).astype(x.dtype)
+    return erf_array(x)
+
+
+@register("Gelu", since=20, attrs={"approximate": "none"})
+def gelu(x, *, approximate):
+    ct = _compute_dtype(x)
+    xf = x.astype(ct, copy=False)
+    if approximate == "none":
+        y = xf * ct(0.5) * (ct(1) + erf_array(xf * ct(1 / math.sqrt(2))))
+    elif approximate == "tanh":
+        inner = ct(math.sqrt(2 / math.pi)) * (xf + ct(0.044715) * xf * xf * xf)
+        y = xf * ct(0.5) * (ct(1) + np.tanh(inner))
+    else:
+        raise ValueError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return y.astype(x.dtype, copy=False)
+
+
+def _softmax(xf, axis):
+    m = np.max(xf, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(xf - m)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def _axis(axis, rank, op):
+    if not -rank <= axis < rank:
+        raise ValueError(f"{op}: axis {axis} is out of range for a rank-{rank} input")
+    return axis + rank if axis < 0 else axis
+
+
+@register("Softmax", since=1, attrs={"axis": 1})
+def softmax_1(x, *, axis):
+    # Opset < 13: the input is coerced to 2-D [prod(shape[:axis]), prod(shape[axis:])].
+    if x.ndim == 0:
+        raise ValueError("Softmax: the input must have rank >= 1")
+    a = _axis(axis, x.ndim, "Softmax")
+    ct = _compute_dtype(x)
+    rows = math.prod(x.shape[:a])
+    cols = math.prod(x.shape[a:])
+    x2 = x.astype(ct, copy=False).reshape(rows, cols)
+    return _softmax(x2, 1).reshape(x.shape).astype(x.dtype, copy=False)
+
+
+@register("Softmax", since=13, attrs={"axis": -1})
+def softmax_13(x, *, axis):
+    if x.ndim == 0:
+        raise ValueError("Softmax: the input must have rank >= 1")
+    a = _axis(axis, x.ndim, "Softmax")
+    ct = _compute_dtype(x)
+    return _softmax(x.astype(ct, copy=False), a).astype(x.dtype, copy=False)

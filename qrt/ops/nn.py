@@ -1,4 +1,147 @@
 """Normalization: BatchNormalization, LayerNormalization; Pad."""
+from __future__ import annotations
+
 import numpy as np
 
-from qrt.ops.registry import REQUIRED, register  # noqa: F401
+from qrt.ops.registry import REQUIRED, register
+
+
+def _wd(dtype):
+    """Arithmetic dtype: float16 is computed in float32 and rounded once at the end."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _chan(v, nd):
+    return v.reshape((1, -1) + (1,) * nd)
+
+
+def _bn_apply(x, scale, bias, mean, var, epsilon):
+    wd = _wd(x.dtype)
+    nd = x.ndim - 2
+    # y = x * a + b with a = scale / sqrt(var + eps), b = B - mean * a (per channel).
+    a = scale.astype(wd) / np.sqrt(var.astype(wd) + wd.type(epsilon))
+    b = bias.astype(wd) - mean.astype(wd) * a
+    y = x.astype(wd, copy=False) * _chan(a, nd)
+    y += _chan(b, nd)
+    return y.astype(x.dtype, copy=False)
+
+
+def _batch_stats(x):
+    wd = _wd(x.dtype)
+    axes = (0,) + tuple(range(2, x.ndim))
+    xw = x.astype(wd, copy=False)
+    mean = xw.mean(axis=axes)
+    var = xw.var(axis=axes)
+    return mean, var
+
+
+@register("BatchNormalization", since=9, ctx=True, attrs={"epsilon": 1e-5, "momentum": 0.9})
+def batch_norm_9(x, scale, bias, mean, var, *, epsilon, momentum, ctx):
+    # Opset 9-13: training mode when the node asks for more than one output.
+    if ctx.n_outputs <= 1:
+        return _bn_apply(x, scale, bias, mean, var, epsilon)
+    bmean, bvar = _batch_stats(x)
+    y = _bn_apply(x, scale, bias, bmean, bvar, epsilon)
+    run_mean = (mean * momentum + bmean * (1 - momentum)).astype(mean.dtype)
+    run_var = (var * momentum + bvar * (1 - momentum)).astype(var.dtype)
+    outs = (y, run_mean, run_var, bmean.astype(mean.dtype), bvar.astype(var.dtype))
+    return outs[:ctx.n_outputs]
+
+
+@register("BatchNormalization", since=14, ctx=True,
+          attrs={"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0})
+def batch_norm_14(x, scale, bias, mean, var, *, epsilon, momentum, training_mode, ctx):
+    # Opset 15 only widens the types (scale/B and mean/var may differ from X): same code.
+    if not training_mode:
+        y = _bn_apply(x, scale, bias, mean, var, epsilon)
+        if ctx.n_outputs > 1:  # running stats pass through unchanged outside training
+            return (y, mean.copy(), var.copy())[:ctx.n_outputs]
+        return y
+    bmean, bvar = _batch_stats(x)
+    y = _bn_apply(x, scale, bias, bmean, bvar, epsilon)
+    run_mean = (mean * momentum + bmean * (1 - momentum)).astype(mean.dtype)
+    run_var = (var * momentum + bvar * (1 - momentum)).astype(var.dtype)
+    return (y, run_mean, run_var)[:max(1, ctx.n_outputs)]
+
+
+@register("LayerNormalization", since=17, ctx=True,
+          attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1})
+def layer_norm(x, scale, bias=None, *, axis, epsilon, stash_type, ctx):
+    r = x.ndim
+    ax = axis + r if axis < 0 else axis
+    if not 0 <= ax < r:
+        raise ValueError(f"LayerNormalization axis {axis} out of range for rank {r}")
+    # stash_type 1 = float32 statistics; otherwise statistics in X's own precision.
+    sd = np.dtype(np.float32) if stash_type == 1 and x.dtype == np.float16 else _wd(x.dtype)
+    axes = tuple(range(ax, r))
+    xw = x.astype(sd, copy=False)
+    mean = xw.mean(axis=axes, keepdims=True)
+    d = xw - mean
+    var = np.mean(d * d, axis=axes, keepdims=True)
+    inv = (sd.type(1) / np.sqrt(var + sd.type(epsilon))).astype(sd, copy=False)
+    y = d * inv
+    y *= scale.astype(sd, copy=False)
+    if bias is not None:
+        y += bias.astype(sd, copy=False)
+    y = y.astype(x.dtype, copy=False)
+    if ctx.n_outputs <= 1:
+        return y
+    stat_dtype = np.float32 if stash_type == 1 else x.dtype
+    return (y, mean.astype(stat_dtype), inv.astype(stat_dtype))[:ctx.n_outputs]
+
+
+# ---------------------------------------------------------------------------------------- Pad
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+
+
+def pad_array(data, pads, mode="constant", value=None, axes=None):
+    r = data.ndim
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    if axes is None:
+        axes = list(range(r))
+    else:
+        axes = [int(a) + r if int(a) < 0 else int(a) for a in np.asarray(axes).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise ValueError(f"Pad: {len(pads)} pad values for {len(axes)} axes")
+    if mode not in _PAD_MODES:
+        raise ValueError(f"Pad: unknown mode {mode!r}")
+    begin = [0] * r
+    end = [0] * r
+    for i, a in enumerate(axes):
+        if not 0 <= a < r:
+            raise ValueError(f"Pad: axis {a} out of range for rank {r}")
+        begin[a] = pads[i]
+        end[a] = pads[len(axes) + i]
+    # Negative pads remove elements.
+    if min(begin + end, default=0) < 0:
+        data = data[tuple(slice(max(0, -begin[i]), data.shape[i] - max(0, -end[i]))
+                          for i in range(r))]
+    width = [(max(0, begin[i]), max(0, end[i])) for i in range(r)]
+    if not any(b or e for b, e in width):
+        return data.copy()
+    if mode == "constant":
+        v = 0 if value is None else np.asarray(value).reshape(-1)[0] if np.size(value) else 0
+        return np.pad(data, width, mode="constant", constant_values=np.asarray(v).astype(
+            data.dtype))
+    if mode == "edge" or mode == "reflect":
+        for i, (b, e) in enumerate(width):
+            if (b or e) and data.shape[i] == 0:
+                raise ValueError(f"Pad: mode {mode!r} cannot pad an empty axis {i}")
+    return np.pad(data, width, mode=_PAD_MODES[mode])
+
+
+@register("Pad", since=2, attrs={"mode": "constant", "pads": REQUIRED, "value": 0.0})
+def pad_2(data, *, mode, pads, value):
+    return pad_array(data, pads, mode, value)
+
+
+@register("Pad", since=11, attrs={"mode": "constant"})
+def pad_11(data, pads, constant_value=None, *, mode):
+    return pad_array(data, pads, mode, constant_value)
+
+
+@register("Pad", since=18, attrs={"mode": "constant"})
+def pad_18(data, pads, constant_value=None, axes=None, *, mode):
+    return pad_array(data, pads, mode, constant_value, axes)

@@ -1,4 +1,181 @@
-"""Pooling: MaxPool, AveragePool, GlobalAveragePool."""
+"""Pooling: MaxPool, AveragePool, GlobalAveragePool.
+
+Windows are visited one kernel tap at a time: each tap is one strided view of the padded input
+covering every output position, so the Python loop runs over kernel taps only (9 for a 3x3).
+Output shapes follow ONNX: floor/ceil of (in + pads - dilated_kernel) / stride + 1, where a
+ceil-mode window that would start past the input and its begin padding is dropped.
+"""
+from __future__ import annotations
+
 import numpy as np
 
-from qrt.ops.registry import REQUIRED, register  # noqa: F401
+from qrt.ops.conv import _tap_slices
+from qrt.ops.registry import REQUIRED, register
+
+
+def _geometry(x_shape, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
+    """(out_spatial, begin_pads, tail_pads_needed, declared_end_pads)."""
+    in_sp = tuple(x_shape[2:])
+    nd = len(in_sp)
+    kernel = tuple(int(k) for k in kernel_shape)
+    if len(kernel) != nd:
+        raise ValueError(f"kernel_shape {list(kernel)} does not match input rank {len(x_shape)}")
+    strides = tuple(int(s) for s in strides) if strides else (1,) * nd
+    dilations = tuple(int(d) for d in dilations) if dilations else (1,) * nd
+    dk = [(kernel[i] - 1) * dilations[i] + 1 for i in range(nd)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = [-(-in_sp[i] // strides[i]) for i in range(nd)]
+        begin, end = [], []
+        for i in range(nd):
+            total = max(0, (out[i] - 1) * strides[i] + dk[i] - in_sp[i])
+            small = total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else total - small)
+            end.append(total - begin[-1])
+    elif auto_pad == "VALID":
+        begin, end = [0] * nd, [0] * nd
+        out = [(in_sp[i] - dk[i]) // strides[i] + 1 for i in range(nd)]
+    elif auto_pad in ("NOTSET", ""):
+        p = [int(v) for v in pads] if pads else [0] * (2 * nd)
+        if len(p) != 2 * nd:
+            raise ValueError(f"pads has {len(p)} values; expected {2 * nd}")
+        begin, end = p[:nd], p[nd:]
+        out = []
+        for i in range(nd):
+            span = in_sp[i] + begin[i] + end[i] - dk[i]
+            o = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+            if ceil_mode and (o - 1) * strides[i] >= in_sp[i] + begin[i]:
+                o -= 1
+            out.append(o)
+    else:
+        raise ValueError(f"unknown auto_pad {auto_pad!r}")
+    if min(out) <= 0:
+        raise ValueError(f"pooling output would be empty: input {list(x_shape)}, kernel "
+                         f"{list(kernel)}, pads {begin + end}")
+    tail = [max(0, (out[i] - 1) * strides[i] + dk[i] - in_sp[i] - begin[i]) for i in range(nd)]
+    return kernel, strides, dilations, tuple(out), begin, tail, end
+
+
+def _pad_to(x, begin, tail, value):
+    nd = x.ndim - 2
+    if not any(begin) and not any(tail):
+        return x
+    width = [(0, 0), (0, 0)] + [(begin[i], tail[i]) for i in range(nd)]
+    return np.pad(x, width, mode="constant", constant_values=value)
+
+
+def _lowest(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return -np.inf
+    return np.iinfo(dtype).min
+
+
+def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=REQUIRED,
+             pads=None, storage_order=0, strides=None, ctx=None):
+    kernel, strides, dilations, out, begin, tail, _ = _geometry(
+        x.shape, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    nd = len(kernel)
+    want_idx = ctx is not None and ctx.n_outputs > 1
+    xp = _pad_to(x, begin, tail, _lowest(x.dtype))
+    y = None
+    idx = None
+    in_sp = x.shape[2:]
+    for kidx in np.ndindex(*kernel):
+        tap = xp[(slice(None), slice(None)) + _tap_slices(kidx, dilations, strides, out)]
+        if y is None:
+            y = tap.copy()
+            if want_idx:
+                idx = np.zeros(y.shape, dtype=np.int64)
+                best = _tap_positions(kidx, strides, dilations, begin, out, in_sp, storage_order)
+                idx[...] = best
+            continue
+        if want_idx:
+            better = tap > y
+            pos = _tap_positions(kidx, strides, dilations, begin, out, in_sp, storage_order)
+            np.copyto(idx, np.broadcast_to(pos, idx.shape), where=better)
+        np.maximum(y, tap, out=y)
+    if not want_idx:
+        return y
+    # Flattened index into X: (n * C + c) * prod(spatial) + spatial offset.
+    n, c = x.shape[:2]
+    base = (np.arange(n * c, dtype=np.int64) * int(np.prod(in_sp))).reshape((n, c) + (1,) * nd)
+    return y, idx + base
+
+
+def _tap_positions(kidx, strides, dilations, begin, out, in_sp, storage_order):
+    """Spatial flat offsets (row-major, or column-major when storage_order=1) of one kernel tap at
+    every output position; positions in the padding are clipped (they never win a max)."""
+    nd = len(kidx)
+    flat = np.zeros(out, dtype=np.int64)
+    if storage_order:
+        mult = np.cumprod((1,) + tuple(in_sp[:-1]), dtype=np.int64)
+    else:
+        mult = np.cumprod((1,) + tuple(in_sp[::-1][:-1]), dtype=np.int64)[::-1]
+    for i in range(nd):
+        coord = np.arange(out[i], dtype=np.int64) * strides[i] + kidx[i] * dilations[i] - begin[i]
+        coord = np.clip(coord, 0, in_sp[i] - 1)
+        shape = [1] * nd
+        shape[i] = out[i]
+        flat = flat + (coord * mult[i]).reshape(shape)
+    return flat
+
+
+register("MaxPool", since=8, ctx=True,
+         attrs={"auto_pad": "NOTSET", "kernel_shape": REQUIRED, "pads": None,
+                "storage_order": 0, "strides": None})(
+    lambda x, *, auto_pad, kernel_shape, pads, storage_order, strides, ctx: max_pool(
+        x, auto_pad=auto_pad, kernel_shape=kernel_shape, pads=pads,
+        storage_order=storage_order, strides=strides, ctx=ctx))
+register("MaxPool", since=10, ctx=True,
+         attrs={"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None,
+                "kernel_shape": REQUIRED, "pads": None, "storage_order": 0,
+                "strides": None})(max_pool)
+
+
+def _counts(n_out, stride, dil, k, begin, lo, hi):
+    """How many taps of each 1-D window land inside [lo, hi) (input coordinates)."""
+    pos = (np.arange(n_out)[:, None] * stride + np.arange(k)[None, :] * dil - begin)
+    return ((pos >= lo) & (pos < hi)).sum(axis=1)
+
+
+def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
+                 kernel_shape=REQUIRED, pads=None, strides=None):
+    kernel, strides, dilations, out, begin, tail, end = _geometry(
+        x.shape, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    nd = len(kernel)
+    wd = np.float32 if x.dtype == np.float16 else x.dtype
+    xp = _pad_to(x.astype(wd, copy=False), begin, tail, 0)
+    acc = np.zeros(x.shape[:2] + out, dtype=wd)
+    for kidx in np.ndindex(*kernel):
+        acc += xp[(slice(None), slice(None)) + _tap_slices(kidx, dilations, strides, out)]
+    in_sp = x.shape[2:]
+    count = np.ones((), dtype=np.int64)
+    for i in range(nd):
+        if count_include_pad:
+            ci = _counts(out[i], strides[i], dilations[i], kernel[i], begin[i], -begin[i],
+                         in_sp[i] + end[i])
+        else:
+            ci = _counts(out[i], strides[i], dilations[i], kernel[i], begin[i], 0, in_sp[i])
+        shape = [1] * nd
+        shape[i] = out[i]
+        count = count * ci.reshape(shape)
+    acc /= np.maximum(count, 1).astype(wd)
+    return acc.astype(x.dtype, copy=False)
+
+
+register("AveragePool", since=10,
+         attrs={"auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0,
+                "kernel_shape": REQUIRED, "pads": None, "strides": None})(
+    lambda x, **kw: average_pool(x, **kw))
+register("AveragePool", since=19,
+         attrs={"auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0,
+                "dilations": None, "kernel_shape": REQUIRED, "pads": None,
+                "strides": None})(average_pool)
+
+
+@register("GlobalAveragePool", since=1)
+def global_average_pool(x):
+    axes = tuple(range(2, x.ndim))
+    if x.dtype == np.float16:
+        return x.mean(axis=axes, keepdims=True, dtype=np.float32).astype(np.float16)
+    return x.mean(axis=axes, keepdims=True)

@@ -1,0 +1,151 @@
+"""InferenceSession mirrors onnxruntime's API: inputs/outputs, feed checks, threads, no aliasing."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import qrt
+from qrt.errors import InvalidFeedError
+
+
+def two_input_model():
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 3])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 3])
+    s = helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 3])
+    r = helper.make_tensor_value_info("relu", TensorProto.FLOAT, ["batch", 3])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [3])
+    nodes = [helper.make_node("Add", ["a", "b"], ["sum"]),
+             helper.make_node("Relu", ["sum"], ["relu"]),
+             helper.make_node("Identity", ["wc"], ["w"])]
+    init = [numpy_helper.from_array(np.array([1, 2, 3], np.float32), "wc")]
+    g = helper.make_graph(nodes, "g", [a, b], [s, r, w], init)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def sess():
+    return qrt.InferenceSession(two_input_model(), threads=1)
+
+
+def test_inputs_outputs_mirror_onnxruntime(sess):
+    peer = ort.InferenceSession(two_input_model().SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    for mine, theirs in [(sess.get_inputs(), peer.get_inputs()),
+                         (sess.get_outputs(), peer.get_outputs())]:
+        assert [(a.name, a.shape, a.type) for a in mine] == \
+               [(a.name, a.shape, a.type) for a in theirs]
+
+
+def test_run_all_and_selected_outputs(sess):
+    a = np.array([[-1, 0, 2]], np.float32)
+    b = np.array([[0.5, -3, 1]], np.float32)
+    s, r, w = sess.run(None, {"a": a, "b": b})
+    np.testing.assert_array_equal(s, a + b)
+    np.testing.assert_array_equal(r, np.maximum(a + b, 0))
+    (r2,) = sess.run(["relu"], {"a": a, "b": b})
+    np.testing.assert_array_equal(r2, r)
+
+
+def test_outputs_do_not_alias_weights(sess):
+    a = np.zeros((1, 3), np.float32)
+    w = sess.run(["w"], {"a": a, "b": a})[0]
+    w[:] = 100
+    np.testing.assert_array_equal(sess.run(["w"], {"a": a, "b": a})[0], [1, 2, 3])
+
+
+def test_missing_and_unknown_feeds_named(sess):
+    a = np.zeros((1, 3), np.float32)
+    with pytest.raises(InvalidFeedError, match=r"missing input\(s\) \['b'\]"):
+        sess.run(None, {"a": a})
+    with pytest.raises(InvalidFeedError, match=r"unknown input\(s\) \['c'\]"):
+        sess.run(None, {"a": a, "b": a, "c": a})
+
+
+def test_wrong_dtype_named(sess):
+    a = np.zeros((1, 3), np.float32)
+    with pytest.raises(InvalidFeedError, match="input 'b': expected dtype float32.*got float64"):
+        sess.run(None, {"a": a, "b": a.astype(np.float64)})
+
+
+def test_wrong_rank_named(sess):
+    a = np.zeros((1, 3), np.float32)
+    with pytest.raises(InvalidFeedError, match="input 'a': expected rank 2"):
+        sess.run(None, {"a": a[0], "b": a})
+
+
+def test_wrong_fixed_dim_named(sess):
+    with pytest.raises(InvalidFeedError, match="input 'a': dimension 1 must be 3"):
+        sess.run(None, {"a": np.zeros((1, 4), np.float32), "b": np.zeros((1, 3), np.float32)})
+
+
+def test_symbolic_dim_must_agree(sess):
+    with pytest.raises(InvalidFeedError, match="'batch'"):
+        sess.run(None, {"a": np.zeros((2, 3), np.float32), "b": np.zeros((5, 3), np.float32)})
+
+
+def test_symbolic_dims_resolved_per_run(sess):
+    for n in (1, 7, 0):
+        a = np.ones((n, 3), np.float32)
+        assert sess.run(["sum"], {"a": a, "b": a})[0].shape == (n, 3)
+
+
+def test_feed_must_be_dict(sess):
+    with pytest.raises(InvalidFeedError, match="must be a dict"):
+        sess.run(None, [np.zeros((1, 3), np.float32)])
+
+
+def test_unknown_output_name(sess):
+    a = np.zeros((1, 3), np.float32)
+    with pytest.raises(InvalidFeedError, match="unknown output name"):
+        sess.run(["nope"], {"a": a, "b": a})
+
+
+def test_non_contiguous_feed(sess):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)[:, :3]
+    np.testing.assert_array_equal(sess.run(["sum"], {"a": a, "b": a})[0], a + a)
+
+
+def test_bad_thread_count():
+    with pytest.raises(ValueError, match="threads"):
+        qrt.InferenceSession(two_input_model(), threads=0)
+
+
+def test_concurrent_runs_from_many_threads(sess):
+    rng = np.random.default_rng(0)
+    feeds = [{"a": rng.standard_normal((4, 3)).astype(np.float32),
+              "b": rng.standard_normal((4, 3)).astype(np.float32)} for _ in range(16)]
+    want = [sess.run(None, f) for f in feeds]
+    got = [None] * len(feeds)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                got[i] = sess.run(None, feeds[i])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(feeds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for g, w in zip(got, want):
+        for x, y in zip(g, w):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_model_from_path_bytes_and_proto(tmp_path):
+    m = two_input_model()
+    p = tmp_path / "m.onnx"
+    p.write_bytes(m.SerializeToString())
+    a = np.ones((2, 3), np.float32)
+    outs = [qrt.InferenceSession(src).run(["sum"], {"a": a, "b": a})[0]
+            for src in (str(p), p, m.SerializeToString(), m)]
+    for o in outs:
+        np.testing.assert_array_equal(o, 2 * a)
