@@ -162,7 +162,7 @@ def _value_info(vi: onnx.ValueInfoProto) -> ir.TensorInfo:
     if tt.HasField("shape"):
         dims = []
         for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+            if d.HasField("dim_value") and d.dim_value >= 0:  # exporters write -1 for "any"
                 dims.append(int(d.dim_value))
             elif d.HasField("dim_param") and d.dim_param:
                 dims.append(d.dim_param)

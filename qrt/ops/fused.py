@@ -1,4 +1,349 @@
-"""qrt's internal fused integer ops (domain 'qrt'), produced by the passes."""
+"""qrt's internal fused integer ops (domain 'qrt'), produced by the passes (qrt/passes/).
+
+Every op here takes integer activations (uint8/int8) as they flow through the graph and constant
+integer weights, and runs the integer kernels of `qrt.kernels.qlinear`. Quantization parameters that
+are constant live in attributes; activation parameters that are only known per call (dynamic
+quantization) arrive as inputs.
+
+Numerics (DESIGN.md, numerics contract):
+- products of (x - zx)(w - zw) accumulate exactly in int32 (K above `ref.max_exact_k()` is split
+  into chunks whose int32 sums are added in int64, so nothing overflows);
+- bias is int32 at scale sx*sw[n];
+- integer output: saturate(round_half_even(float32(acc + bias) * float32(sx*sw[n]/sy)) + zy),
+  clamped to [lo, hi] (fused ReLU/Clip in the quantized domain);
+- float output: float32(acc + bias) * float32(sx*sw[n]) (+ float bias for dynamic quantization),
+  clamped to [lo_f, hi_f].
+- QAdd/QMul: float32 rescale of the integer operands, then round half even; at most 1 step away from
+  DequantizeLinear -> float Add/Mul -> QuantizeLinear (the two float32 roundings of that path against
+  the one of this). QLut is exact (the table is the float chain evaluated on every code).
+"""
+from __future__ import annotations
+
 import numpy as np
 
-from qrt.ops.registry import REQUIRED, register  # noqa: F401
+from qrt.kernels import qlinear as _ql
+from qrt.kernels import ref as _ref
+from qrt.ops.registry import register
+
+_EPI_ATTRS = {
+    "x_scale": None, "x_zp": 0, "w_scale": None, "out_dtype": "uint8", "multiplier": None,
+    "scale": None, "y_zp": 0, "lo": None, "hi": None, "lo_f": None, "hi_f": None,
+    "kernel": "", "state": None,
+}
+
+
+def _np_dtype(name):
+    return np.dtype(name)
+
+
+def _state(state):
+    return state if state is not None else {}
+
+
+def _zp_scalar(zp) -> int:
+    return int(np.asarray(zp).reshape(-1)[0]) if zp is not None else 0
+
+
+def _epilogue_int64(acc, ep: _ql.Epilogue):
+    """The epilogue for accumulators that were summed in int64 (K split into chunks)."""
+    if ep.bias is not None:
+        acc = acc + ep.bias.astype(np.int64)
+    if np.dtype(ep.out_dtype) == np.float32:
+        y = acc.astype(np.float32) * np.asarray(ep.scale, np.float32)
+        if ep.lo_f is not None or ep.hi_f is not None:
+            y = np.clip(y, ep.lo_f, ep.hi_f)
+        return y
+    if np.dtype(ep.out_dtype) == np.int32:
+        return np.clip(acc, -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+    y = np.rint(acc.astype(np.float32) * np.asarray(ep.multiplier, np.float32))
+    y = y + np.float32(ep.out_zero_point)
+    qlo, qhi = _ref.qrange(ep.out_dtype)
+    lo = qlo if ep.lo is None else max(ep.lo, qlo)
+    hi = qhi if ep.hi is None else min(ep.hi, qhi)
+    return np.clip(y, lo, hi).astype(ep.out_dtype)
+
+
+def linear(a, a_zp: int, w2d, w_zp, ep: _ql.Epilogue, state: dict, key, threads: int = 1):
+    """(M, K) integer activations x (N, K) constant weights through the packed kernel, with the
+    weight packed once (cached in `state`). K beyond `max_exact_k` is split into chunks."""
+    k = w2d.shape[1]
+    kmax = _ref.max_exact_k()
+    if k <= kmax:
+        pw = state.get(key)
+        if pw is None:
+            pw = state[key] = _ql.pack_weight(w2d, w_zp)
+        if np.dtype(ep.out_dtype) == np.int32:
+            acc = _ql.qgemm_i32(a, a_zp, pw, threads)
+            if ep.bias is not None:
+                acc = (acc.astype(np.int64) + ep.bias).clip(-(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+            return acc
+        return _ql.qlinear(a, a_zp, pw, ep, threads)
+    pws = state.get((key, "split"))
+    if pws is None:
+        pws = state[(key, "split")] = [
+            (s, min(s + kmax, k), _ql.pack_weight(np.ascontiguousarray(w2d[:, s:s + kmax]), w_zp))
+            for s in range(0, k, kmax)]
+    acc = None
+    for s, e, pw in pws:
+        part = _ql.qgemm_i32(np.ascontiguousarray(a[:, s:e]), a_zp, pw, threads).astype(np.int64)
+        acc = part if acc is None else acc + part
+    return _epilogue_int64(acc, ep)
+
+
+def make_epilogue(n, out_dtype, bias, x_scale, x_zp_unused, w_scale, multiplier, scale, y_zp, lo, hi,
+                  lo_f, hi_f, dyn_scale=None):
+    dt = _np_dtype(out_dtype)
+    if dt == np.float32:
+        if dyn_scale is not None:
+            sc = (np.float32(dyn_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
+        else:
+            sc = np.asarray(scale, np.float32)
+        return _ql.Epilogue(np.float32, bias=bias, scale=np.broadcast_to(sc, (n,)), lo_f=lo_f,
+                            hi_f=hi_f)
+    if dt == np.int32:
+        return _ql.Epilogue(np.int32, bias=bias)
+    if dyn_scale is not None:
+        raise ValueError("dynamic activation quantization needs a float output")
+    return _ql.Epilogue(dt.type, bias=bias, multiplier=np.broadcast_to(
+        np.asarray(multiplier, np.float32), (n,)), out_zero_point=int(y_zp), lo=lo, hi=hi)
+
+
+@register("QGemm", domain="qrt", since=1, ctx=True, attrs=dict(_EPI_ATTRS))
+def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale, x_zp,
+          w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state, ctx):
+    """y[..., N] = x[..., K] (integer, per-tensor params) x w (N, K) integer constant."""
+    state = _state(state)
+    n, k = w.shape
+    lead = x.shape[:-1]
+    a = np.ascontiguousarray(x.reshape(-1, k))
+    dyn = x_scale_in is not None
+    a_zp = _zp_scalar(x_zp_in) if dyn else int(x_zp)
+    ep = make_epilogue(n, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
+                       lo_f, hi_f, dyn_scale=np.asarray(x_scale_in).reshape(-1)[0] if dyn else None)
+    y = linear(a, a_zp, w, w_zp, ep, state, "w", ctx.threads)
+    if bias_f is not None:
+        y = y + bias_f
+        if lo_f is not None or hi_f is not None:
+            y = np.clip(y, lo_f, hi_f)
+    return y.reshape(lead + (n,))
+
+
+def _resolve_pads(x_shape, kernel, strides, dilations, pads, auto_pad):
+    nd = len(kernel)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * (2 * nd)
+        for i in range(nd):
+            size = x_shape[2 + i]
+            out = -(-size // strides[i])
+            total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - size)
+            small, big = total // 2, total - total // 2
+            pads[i], pads[i + nd] = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+        return pads
+    if auto_pad == "VALID":
+        return [0] * (2 * nd)
+    return list(pads) if pads else [0] * (2 * nd)
+
+
+def _depthwise_i32(x, x_zp, w, w_zp, strides, pads, dilations):
+    """Exact int32 depthwise accumulation (one input channel per group, multiplier 1):
+    returns (N * out_spatial, C) int32 and the output spatial shape."""
+    nd = w.ndim - 2
+    n, c = x.shape[:2]
+    kernel = w.shape[2:]
+    pad_width = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)]
+    xp = np.pad(x.astype(np.int32) - np.int32(x_zp), pad_width)
+    out_sp = tuple((xp.shape[2 + i] - (dilations[i] * (kernel[i] - 1) + 1)) // strides[i] + 1
+                   for i in range(nd))
+    wz = w.astype(np.int32) - np.asarray(w_zp, np.int32).reshape(-1)[:, None].reshape(
+        (-1,) + (1,) * (w.ndim - 1))
+    acc = np.zeros((n, c) + out_sp, np.int32)
+    for kidx in np.ndindex(*kernel):
+        sl = tuple(slice(kidx[i] * dilations[i], kidx[i] * dilations[i]
+                         + strides[i] * (out_sp[i] - 1) + 1, strides[i]) for i in range(nd))
+        tap = wz[(slice(None), 0) + kidx].reshape((1, c) + (1,) * nd)
+        acc += xp[(slice(None), slice(None)) + sl] * tap
+    perm = (0,) + tuple(range(2, 2 + nd)) + (1,)
+    return np.ascontiguousarray(acc.transpose(perm)).reshape(-1, c), out_sp
+
+
+_CONV_ATTRS = dict(_EPI_ATTRS, kernel_shape=None, strides=None, pads=None, dilations=None, group=1,
+                   auto_pad="NOTSET")
+
+
+@register("QConv", domain="qrt", since=1, ctx=True, attrs=_CONV_ATTRS)
+def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale, x_zp,
+          w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state,
+          kernel_shape, strides, pads, dilations, group, auto_pad, ctx):
+    """Integer Conv: x (N, C, *spatial) u8/s8, w (M, C/group, *k) s8/u8 constant."""
+    state = _state(state)
+    nd = w.ndim - 2
+    kshape = tuple(w.shape[2:])
+    strides = tuple(strides or (1,) * nd)
+    dilations = tuple(dilations or (1,) * nd)
+    pads = _resolve_pads(x.shape, kshape, strides, dilations, pads, auto_pad)
+    m = w.shape[0]
+    n, c = x.shape[:2]
+    dyn = x_scale_in is not None
+    a_zp = _zp_scalar(x_zp_in) if dyn else int(x_zp)
+    wzp = np.broadcast_to(np.asarray(w_zp, np.int32).reshape(-1), (m,))
+    ep = make_epilogue(m, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
+                       lo_f, hi_f, dyn_scale=np.asarray(x_scale_in).reshape(-1)[0] if dyn else None)
+    cg, mg = c // group, m // group
+    if group > 1 and cg == 1 and mg == 1:
+        acc, out_sp = _depthwise_i32(x, a_zp, w, wzp, strides, pads, dilations)
+        y = _ql.apply_epilogue(acc, ep) if np.dtype(ep.out_dtype) != np.int32 else acc
+    else:
+        if group == 1:
+            cols, out_sp = _ref.im2col(x, kshape, strides, pads, dilations, pad_value=a_zp)
+            y = linear(cols, a_zp, w.reshape(m, -1), wzp, ep, state, "w", ctx.threads)
+        else:
+            parts = []
+            for g in range(group):
+                cols, out_sp = _ref.im2col(np.ascontiguousarray(x[:, g * cg:(g + 1) * cg]), kshape,
+                                           strides, pads, dilations, pad_value=a_zp)
+                sl = slice(g * mg, (g + 1) * mg)
+                epg = _ql.Epilogue(
+                    ep.out_dtype, None if ep.bias is None else ep.bias[sl],
+                    None if ep.multiplier is None else ep.multiplier[sl], ep.out_zero_point,
+                    ep.lo, ep.hi, None if ep.scale is None else ep.scale[sl], ep.lo_f, ep.hi_f)
+                parts.append(linear(cols, a_zp, w[sl].reshape(mg, -1), wzp[sl], epg, state,
+                                    ("w", g), ctx.threads))
+            y = np.concatenate(parts, axis=1)
+    y = y.reshape((n,) + tuple(out_sp) + (m,))
+    y = np.ascontiguousarray(np.moveaxis(y, -1, 1))
+    if bias_f is not None:
+        y = y + np.asarray(bias_f, np.float32).reshape((1, m) + (1,) * nd)
+        if lo_f is not None or hi_f is not None:
+            y = np.clip(y, lo_f, hi_f)
+    return y
+
+
+_CT_ATTRS = dict(_CONV_ATTRS, output_padding=None, output_shape=None)
+
+
+@register("QConvTranspose", domain="qrt", since=1, ctx=True, attrs=_CT_ATTRS)
+def qconv_transpose(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale,
+                    x_zp, w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel,
+                    state, kernel_shape, strides, pads, dilations, group, auto_pad, output_padding,
+                    output_shape, ctx):
+    """Integer ConvTranspose: w (C, M/group, *k). Exact int32 products scattered (col2im) into the
+    output, then the same epilogue as QConv."""
+    nd = w.ndim - 2
+    kshape = tuple(w.shape[2:])
+    strides = tuple(strides or (1,) * nd)
+    dilations = tuple(dilations or (1,) * nd)
+    output_padding = tuple(output_padding or (0,) * nd)
+    n, c = x.shape[:2]
+    mg = w.shape[1]
+    m = mg * group
+    cg = c // group
+    in_sp = x.shape[2:]
+    full = tuple((in_sp[i] - 1) * strides[i] + dilations[i] * (kshape[i] - 1) + 1 for i in range(nd))
+    if output_shape:
+        out_sp = tuple(output_shape[-nd:])
+        total = [strides[i] * (in_sp[i] - 1) + output_padding[i]
+                 + ((kshape[i] - 1) * dilations[i] + 1) - out_sp[i] for i in range(nd)]
+        if auto_pad == "SAME_UPPER":
+            pb = [t // 2 for t in total]
+        else:
+            pb = [t - t // 2 for t in total]
+    else:
+        p = list(pads) if pads else [0] * (2 * nd)
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out_sp = tuple(in_sp[i] * strides[i] for i in range(nd))
+            total = [strides[i] * (in_sp[i] - 1) + output_padding[i]
+                     + ((kshape[i] - 1) * dilations[i] + 1) - out_sp[i] for i in range(nd)]
+            pb = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        else:
+            pb = p[:nd]
+            out_sp = tuple(full[i] + output_padding[i] - p[i] - p[i + nd] for i in range(nd))
+    a_zp = _zp_scalar(x_zp_in) if x_scale_in is not None else int(x_zp)
+    wzp = np.broadcast_to(np.asarray(w_zp, np.int64).reshape(-1), (c,))
+    xa = x.astype(np.int64) - a_zp
+    wa = w.astype(np.int64) - wzp.reshape((c,) + (1,) * (nd + 1))
+    big = tuple(max(full[i] + output_padding[i], pb[i] + out_sp[i]) for i in range(nd))
+    acc = np.zeros((n, m) + big, np.int64)
+    for g in range(group):
+        xg = xa[:, g * cg:(g + 1) * cg].reshape(n, cg, -1)  # (N, Cg, HW)
+        wg = wa[g * cg:(g + 1) * cg].reshape(cg, -1)  # (Cg, Mg*k)
+        cols = np.einsum("nci,cj->nij", xg, wg).reshape((n,) + tuple(in_sp) + (mg,) + kshape)
+        for kidx in np.ndindex(*kshape):
+            sl = tuple(slice(kidx[i] * dilations[i], kidx[i] * dilations[i]
+                             + strides[i] * (in_sp[i] - 1) + 1, strides[i]) for i in range(nd))
+            tap = cols[(Ellipsis,) + kidx]  # (N, in..., Mg)
+            acc[(slice(None), slice(g * mg, (g + 1) * mg)) + sl] += np.moveaxis(tap, -1, 1)
+    acc = acc[(slice(None), slice(None)) + tuple(slice(pb[i], pb[i] + out_sp[i]) for i in range(nd))]
+    acc2 = np.ascontiguousarray(np.moveaxis(acc, 1, -1)).reshape(-1, m)
+    ep = make_epilogue(m, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
+                       lo_f, hi_f, dyn_scale=np.asarray(x_scale_in).reshape(-1)[0]
+                       if x_scale_in is not None else None)
+    y = _epilogue_int64(acc2, ep)
+    y = np.ascontiguousarray(np.moveaxis(y.reshape((n,) + tuple(out_sp) + (m,)), -1, 1))
+    if bias_f is not None:
+        y = y + np.asarray(bias_f, np.float32).reshape((1, m) + (1,) * nd)
+    return y
+
+
+@register("QMatMulAct", domain="qrt", since=1, ctx=True, attrs={
+    "a_scale": None, "a_zp": 0, "b_scale": None, "b_zp": 0, "out_dtype": "uint8", "multiplier": None,
+    "scale": None, "y_zp": 0, "lo": None, "hi": None, "lo_f": None, "hi_f": None, "kernel": ""})
+def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, scale, y_zp, lo, hi,
+                lo_f, hi_f, kernel, ctx):
+    """MatMul of two integer activations (per-tensor params), numpy-style batch broadcasting."""
+    if b.ndim == 1 or a.ndim == 1:
+        a2 = a if a.ndim > 1 else a[None, :]
+        b2 = b if b.ndim > 1 else b[:, None]
+        y = qmatmul_act(a2, b2, a_scale=a_scale, a_zp=a_zp, b_scale=b_scale, b_zp=b_zp,
+                        out_dtype=out_dtype, multiplier=multiplier, scale=scale, y_zp=y_zp, lo=lo,
+                        hi=hi, lo_f=lo_f, hi_f=hi_f, kernel=kernel, ctx=ctx)
+        if a.ndim == 1:
+            y = y[..., 0, :]
+        if b.ndim == 1:
+            y = y[..., 0]
+        return y
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    ab = np.broadcast_to(a, batch + a.shape[-2:])
+    bb = np.broadcast_to(b, batch + b.shape[-2:])
+    mm, nn = a.shape[-2], b.shape[-1]
+    ep = make_epilogue(nn, out_dtype, None, None, None, None, multiplier, scale, y_zp, lo, hi, lo_f,
+                       hi_f)
+    out = np.empty(batch + (mm, nn), np.dtype(out_dtype))
+    for idx in np.ndindex(*batch):
+        pw = _ql.pack_weight(np.ascontiguousarray(bb[idx].T), b_zp)
+        out[idx] = _ql.qlinear(np.ascontiguousarray(ab[idx]), int(a_zp), pw, ep, ctx.threads)
+    return out
+
+
+@register("QLut", domain="qrt", since=1, attrs={"table": None, "in_lo": 0, "kernel": ""})
+def qlut(x, *, table, in_lo, kernel):
+    """y = table[x - qmin(x)]: a whole DQ -> float chain -> Q of one input, precomputed per code."""
+    return table[x.astype(np.int32) - in_lo]
+
+
+_BIN_ATTRS = {"a_scale": None, "a_zp": 0, "b_scale": None, "b_zp": 0, "y_scale": None, "y_zp": 0,
+              "out_dtype": "uint8", "kernel": ""}
+
+
+def _saturate(y, y_zp, out_dtype):
+    lo, hi = _ref.qrange(out_dtype)
+    return np.clip(y + np.float32(y_zp), lo, hi).astype(out_dtype)
+
+
+@register("QAdd", domain="qrt", since=1, attrs=dict(_BIN_ATTRS))
+def qadd(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel):
+    """y = sat(rint(float32(sa/sy) * (a - za) + float32(sb/sy) * (b - zb)) + zy). At most one step
+    from the float path (DQ, Add, Q)."""
+    ma = np.float32(np.float64(a_scale) / np.float64(y_scale))
+    mb = np.float32(np.float64(b_scale) / np.float64(y_scale))
+    va = (a.astype(np.int32) - np.int32(a_zp)).astype(np.float32) * ma
+    vb = (b.astype(np.int32) - np.int32(b_zp)).astype(np.float32) * mb
+    return _saturate(np.rint(va + vb), y_zp, out_dtype)
+
+
+@register("QMul", domain="qrt", since=1, attrs=dict(_BIN_ATTRS))
+def qmul(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel):
+    """y = sat(rint(float32((a - za)(b - zb)) * float32(sa*sb/sy)) + zy): the product is exact in
+    int32 and float32 (|.| <= 65025); at most one step from the float path."""
+    m = np.float32(np.float64(a_scale) * np.float64(b_scale) / np.float64(y_scale))
+    p = (a.astype(np.int32) - np.int32(a_zp)) * (b.astype(np.int32) - np.int32(b_zp))
+    return _saturate(np.rint(p.astype(np.float32) * m), y_zp, out_dtype)

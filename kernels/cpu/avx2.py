@@ -1,0 +1,157 @@
+"""AVX2 path: exact int8 GEMM on ``vpmaddwd`` (llvm.x86.avx2.pmadd.wd), i16 pairs -> int32.
+
+Not ``vpmaddubsw``: it saturates its i16 pair sums (255*127*2 > 32767), so it is not exact for u8*s8.
+Operands are the shared int16 formats of common.py (zero points already subtracted), so the kernel
+computes sum_k (a - za)(w - zw) directly, for u8 or s8 activations and s8 or u8 weights alike.
+
+Micro-kernel: an ``@intrinsic`` emitting LLVM IR for an MR x 16 register tile (MR*2 ymm accumulators
+held as loop phis, i.e. SSA values), one variant per row count 1..MR built from the same Python
+generator (no generated source files needed, so ``cache=True`` works).
+
+Never import this module on a CPU without AVX2 (kernels/cpu/__init__.py checks the host features).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from qrt.kernels.cpu.common import NR, epilogue_tile
+
+MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
+NVEC = NR // 8
+
+
+def _make_ukernel(mr: int, nvec: int = NVEC):
+    """C[0:mr, 0:8*nvec] (int32, row stride ldc bytes) += A[0:mr, 0:2*kp2] . B_panel over kp2 k-pairs.
+
+    a_addr: int16 rows (stride lda bytes); b_addr: int16 panel rows of 16*nvec i16 (one per k-pair)."""
+
+    @intrinsic
+    def ukernel(typingctx, a_addr, lda, b_addr, kp2, c_addr, ldc):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            a_addr, lda, b_addr, kp2, c_addr, ldc = args
+            i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
+            v8i32, v16i16 = ir.VectorType(i32, 8), ir.VectorType(i16, 16)
+            pmadd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]), "llvm.x86.avx2.pmadd.wd")
+            c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
+            zero8 = ir.Constant(ir.VectorType(i32, 8), None)
+            bstride = 32 * nvec  # bytes per k-pair row of the panel
+
+            c_rows = [builder.add(c_addr, builder.mul(c64(r), ldc)) for r in range(mr)]
+            a_rows = [builder.add(a_addr, builder.mul(c64(r), lda)) for r in range(mr)]
+            acc0 = []
+            for r in range(mr):
+                for j in range(nvec):
+                    p = builder.inttoptr(builder.add(c_rows[r], c64(32 * j)), v8i32.as_pointer())
+                    acc0.append(builder.load(p, align=4))
+
+            entry = builder.block
+            loop = builder.append_basic_block("qrt_uk_loop")
+            done = builder.append_basic_block("qrt_uk_done")
+            builder.cbranch(builder.icmp_signed(">", kp2, c64(0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64, "k")
+            k.add_incoming(c64(0), entry)
+            phis = []
+            for v in acc0:
+                ph = builder.phi(v8i32)
+                ph.add_incoming(v, entry)
+                phis.append(ph)
+            boff = builder.add(b_addr, builder.mul(k, c64(bstride)))
+            bvec = []
+            for j in range(nvec):
+                p = builder.inttoptr(builder.add(boff, c64(32 * j)), v16i16.as_pointer())
+                bvec.append(builder.load(p, align=2))
+            koff = builder.mul(k, c64(4))
+            new = []
+            for r in range(mr):
+                p = builder.inttoptr(builder.add(a_rows[r], koff), i32.as_pointer())
+                s = builder.load(p, align=2)
+                bc = builder.insert_element(ir.Constant(v8i32, ir.Undefined), s, ir.Constant(i32, 0))
+                bc = builder.shuffle_vector(bc, ir.Constant(v8i32, ir.Undefined), zero8)
+                av = builder.bitcast(bc, v16i16)
+                for j in range(nvec):
+                    prod = builder.call(pmadd, [av, bvec[j]])
+                    new.append(builder.add(phis[r * nvec + j], prod))
+            k1 = builder.add(k, c64(1))
+            k.add_incoming(k1, builder.block)
+            for ph, v in zip(phis, new):
+                ph.add_incoming(v, builder.block)
+            builder.cbranch(builder.icmp_signed("<", k1, kp2), loop, done)
+
+            builder.position_at_end(done)
+            final = []
+            for idx, v0 in enumerate(acc0):  # all phis first: they must head the block
+                ph = builder.phi(v8i32)
+                ph.add_incoming(v0, entry)
+                ph.add_incoming(new[idx], loop)
+                final.append(ph)
+            for idx, ph in enumerate(final):
+                r, j = divmod(idx, nvec)
+                p = builder.inttoptr(builder.add(c_rows[r], c64(32 * j)), v8i32.as_pointer())
+                builder.store(ph, p, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return ukernel
+
+
+_uk6, _uk5, _uk4, _uk3, _uk2, _uk1 = (_make_ukernel(r) for r in (6, 5, 4, 3, 2, 1))
+
+
+@njit(cache=True, inline="always")
+def _ukernel(mr, a_addr, lda, b_addr, kp2, c_addr, ldc):
+    if mr == 6:
+        _uk6(a_addr, lda, b_addr, kp2, c_addr, ldc)
+    elif mr == 5:
+        _uk5(a_addr, lda, b_addr, kp2, c_addr, ldc)
+    elif mr == 4:
+        _uk4(a_addr, lda, b_addr, kp2, c_addr, ldc)
+    elif mr == 3:
+        _uk3(a_addr, lda, b_addr, kp2, c_addr, ldc)
+    elif mr == 2:
+        _uk2(a_addr, lda, b_addr, kp2, c_addr, ldc)
+    elif mr == 1:
+        _uk1(a_addr, lda, b_addr, kp2, c_addr, ldc)
+
+
+@njit(cache=True, parallel=True)
+def gemm(a, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
+    """a: int16 (M, Kp); b: int16 (NP, Kp/2, 2*NR) panels. Tasks = (row block of mb rows) x (npb panels),
+    spread over the threads; each task accumulates its block in an int32 tile (K in chunks of kc2
+    k-pairs, B chunk in L1) and applies the epilogue to it right away."""
+    m, kp = a.shape
+    np_, kp2, _ = b.shape
+    nmb = (m + mb - 1) // mb
+    nnb = (np_ + npb - 1) // npb
+    lda = kp * 2
+    ldc = npb * NR * 4
+    for t in prange(nmb * nnb):
+        ib = t // nnb
+        jb = t - ib * nnb
+        r0 = ib * mb
+        rows = min(mb, m - r0)
+        p0 = jb * npb
+        pn = min(npb, np_ - p0)
+        tile = np.zeros((mb, npb * NR), np.int32)
+        a0 = a.ctypes.data + r0 * lda
+        t0 = tile.ctypes.data
+        b0 = b.ctypes.data
+        for k0 in range(0, kp2, kc2):
+            kl = min(kc2, kp2 - k0)
+            for p in range(pn):
+                bp = b0 + ((p0 + p) * kp2 + k0) * (4 * NR)
+                for i in range(0, rows, MR):
+                    _ukernel(min(MR, rows - i), a0 + i * lda + k0 * 4, lda, bp, kl,
+                             t0 + i * ldc + p * (4 * NR), ldc)
+        cols = min(pn * NR, n - p0 * NR)
+        epilogue_tile(tile, r0, rows, 0, cols, p0 * NR, mode, bias, mult, zpf, lof, hif,
+                      out_q, out_f, out_i)

@@ -1,0 +1,192 @@
+"""Numba pieces shared by the avx2 and portable paths (and the depthwise kernel of every path).
+
+Formats shared by the avx2 and portable GEMMs (exact: zero points are subtracted while packing, so the
+micro-kernels need no correction terms):
+- activations ``A``: int16 (M, Kp), ``a - za`` (|.| <= 255), zeros in the K padding (Kp % 4 == 0)
+- weights ``B``: int16 (NP, Kp/2, 2*NR): panel p, k-pair kk, column c, j -> ``w[p*NR + c, 2*kk + j] - zw``
+  (zeros in the padding). ``vpmaddwd`` on a broadcast (a[k], a[k+1]) pair against one row of a panel
+  gives, per column, ``a[k]*w[c,k] + a[k+1]*w[c,k+1]`` in int32: |.| <= 2*255*255, never saturates.
+
+Epilogue (one code for all kernels, selected by ``mode``; one compiled signature):
+- mode 0: int32 accumulators out (``out_i``)
+- mode 1: requantize to 8 bits, bit-exact with ref.requantize; stored as raw bytes into ``out_q``
+  (a uint8 view of the uint8 *or* int8 output)
+- mode 2: float32 out, bit-exact with ref.dequantize_acc followed by np.clip(lo_f, hi_f)
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+NR = 16  # output columns per packed panel (two ymm of int32)
+KALIGN = 4  # K is padded to a multiple of this
+
+MODE_I32, MODE_Q, MODE_F32 = 0, 1, 2
+I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+def round_up(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+# ---------------------------------------------------------------- packing (numpy: no compile)
+def pack_b_i16(w: np.ndarray, zero_point: np.ndarray, nr: int = NR) -> np.ndarray:
+    """(N, K) int8/uint8 weights, (N,) zero points -> int16 (NP, Kp/2, 2*nr) panels of w - zw."""
+    n, k = w.shape
+    kp = round_up(max(k, 1), KALIGN)
+    npad = round_up(max(n, 1), nr)
+    full = np.zeros((npad, kp), np.int16)
+    full[:n, :k] = w.astype(np.int16) - zero_point.astype(np.int16).reshape(-1, 1)
+    # (NP, nr, Kp/2, 2) -> (NP, Kp/2, nr, 2)
+    b = full.reshape(npad // nr, nr, kp // 2, 2).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(b).reshape(npad // nr, kp // 2, 2 * nr)
+
+
+@njit(cache=True, parallel=True)
+def prep_a_i16(a, signed, za, kp):
+    """(M, K) uint8 view of u8/s8 activations -> int16 (M, kp) of a - za, zero padded."""
+    m, k = a.shape
+    out = np.zeros((m, kp), np.int16)
+    for i in prange(m):
+        for j in range(k):
+            v = np.int32(a[i, j])
+            if signed and v >= 128:
+                v -= 256
+            out[i, j] = np.int16(v - za)
+    return out
+
+
+# ---------------------------------------------------------------- epilogue
+@njit(cache=True, inline="always")
+def requant_one(acc, bias, mult, zpf, lof, hif):
+    """int32 acc -> int32 quantized value, exactly ref.requantize (clip of acc+bias to int32, float32
+    multiply, rint half-to-even, + zero point in float32, clamp, truncate)."""
+    v = np.int64(acc) + np.int64(bias)
+    if v < I32_MIN:
+        v = I32_MIN
+    elif v > I32_MAX:
+        v = I32_MAX
+    y = np.float32(np.int32(v)) * mult
+    y = np.float32(np.rint(y)) + zpf
+    if y < lof:
+        y = lof
+    if y > hif:
+        y = hif
+    return np.int32(y)
+
+
+@njit(cache=True, inline="always")
+def dequant_one(acc, bias, scale, lof, hif):
+    y = np.float32(np.int64(acc) + np.int64(bias)) * scale
+    if y < lof:
+        y = lof
+    if y > hif:
+        y = hif
+    return y
+
+
+@njit(cache=True, inline="always")
+def epilogue_tile(tile, r0, nrows, c0, ncols, ocol, mode, bias, mult, zpf, lof, hif,
+                  out_q, out_f, out_i):
+    """tile[r0:r0+nrows, c0:c0+ncols] (int32) -> out[r0:, ocol:] (offsets into the global output)."""
+    if mode == 0:
+        for i in range(nrows):
+            for j in range(ncols):
+                out_i[r0 + i, ocol + j] = tile[i, c0 + j]
+    elif mode == 1:
+        for i in range(nrows):
+            for j in range(ncols):
+                q = requant_one(tile[i, c0 + j], bias[ocol + j], mult[ocol + j], zpf, lof, hif)
+                out_q[r0 + i, ocol + j] = np.uint8(q & 255)
+    else:
+        for i in range(nrows):
+            for j in range(ncols):
+                out_f[r0 + i, ocol + j] = dequant_one(tile[i, c0 + j], bias[ocol + j],
+                                                      mult[ocol + j], lof, hif)
+
+
+@njit(cache=True, parallel=True)
+def apply_epilogue(acc, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
+    """Standalone epilogue over a whole (M, N) int32 accumulator array (rows in parallel)."""
+    m, n = acc.shape
+    for i in prange(m):
+        epilogue_tile(acc[i:i + 1], i, 1, 0, n, 0, mode, bias, mult, zpf, lof, hif,
+                      out_q, out_f, out_i)
+
+
+# ---------------------------------------------------------------- im2col (2-D; 1-D via H=1)
+@njit(cache=True, parallel=True)
+def im2col_i16(x, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp):
+    """x: (N, C, H, W) uint8 view -> int16 (N*oh*ow, kp), columns ordered (c, kh, kw) like ref.im2col,
+    values x - zx; padded taps are 0 (= the zero point) and so is the K padding."""
+    n, c, h, w = x.shape
+    rows = n * oh * ow
+    out = np.zeros((rows, kp), np.int16)
+    for t in prange(n * oh):
+        b = t // oh
+        y = t - b * oh
+        for xo in range(ow):
+            r = t * ow + xo
+            col = 0
+            for ci in range(c):
+                for i in range(kh):
+                    iy = y * sh - pt + i * dh
+                    for j in range(kw):
+                        ix = xo * sw - pl + j * dw
+                        if 0 <= iy < h and 0 <= ix < w:
+                            v = np.int32(x[b, ci, iy, ix])
+                            if signed and v >= 128:
+                                v -= 256
+                            out[r, col] = np.int16(v - zx)
+                        col += 1
+    return out
+
+
+# ---------------------------------------------------------------- depthwise conv (2-D; 1-D via H=1)
+@njit(cache=True, parallel=True)
+def depthwise(x, signed, zx, w16, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, oh, ow,
+              mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
+    """x: (N, C, H, W) uint8 view; w16: (C, kh*kw) int16 = w - zw. Outputs are (N, C, oh*ow).
+    One task per (image, channel): the plane is padded once (x - zx, zeros around), then each output
+    row accumulates kh*kw shifted rows of int32 — exact, and vectorised along the output row."""
+    n, c, h, w = x.shape
+    hp = h + pt + pb
+    wp = w + pl + pr
+    for t in prange(n * c):
+        b = t // c
+        ch = t - b * c
+        plane = np.zeros((hp, wp), np.int32)
+        for i in range(h):
+            for j in range(w):
+                v = np.int32(x[b, ch, i, j])
+                if signed and v >= 128:
+                    v -= 256
+                plane[pt + i, pl + j] = v - zx
+        acc = np.zeros(ow, np.int32)
+        bi = bias[ch]
+        mu = mult[ch]
+        for yo in range(oh):
+            acc[:] = 0
+            for i in range(kh):
+                row = plane[yo * sh + i * dh]
+                for j in range(kw):
+                    wv = np.int32(w16[ch, i * kw + j])
+                    x0 = j * dw
+                    if sw == 1:
+                        for xo in range(ow):
+                            acc[xo] += row[x0 + xo] * wv
+                    else:
+                        for xo in range(ow):
+                            acc[xo] += row[x0 + xo * sw] * wv
+            base = yo * ow
+            if mode == 0:
+                for xo in range(ow):
+                    out_i[b, ch, base + xo] = acc[xo]
+            elif mode == 1:
+                for xo in range(ow):
+                    q = requant_one(acc[xo], bi, mu, zpf, lof, hif)
+                    out_q[b, ch, base + xo] = np.uint8(q & 255)
+            else:
+                for xo in range(ow):
+                    out_f[b, ch, base + xo] = dequant_one(acc[xo], bi, mu, lof, hif)
