@@ -116,10 +116,6 @@ def remove_dead(graph: ir.Graph) -> bool:
         keep = [n for n in graph.nodes if any(o and o in used for o in n.outputs)]
         if len(keep) == len(graph.nodes):
             break
-        dead = [n for n in graph.nodes if n not in keep]
-        for n in dead:
-            if n.op_type in QDQ_OPS or n.meta.get("covers"):
-                pass
         graph.nodes = keep
         changed = True
     used = {i for n in graph.nodes for i in n.inputs if i} | outs
