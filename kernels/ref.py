@@ -112,3 +112,70 @@ def im2col(x: np.ndarray, kernel: tuple, strides: tuple, pads: tuple, dilations:
     cols = cols.transpose(perm).reshape(n * int(np.prod(out_sp, dtype=np.int64)),
                                         c * int(np.prod(kernel, dtype=np.int64)))
     return cols, out_sp
+
+
+def epilogue_ref(acc: np.ndarray, ep) -> np.ndarray:
+    """Apply an epilogue record (qlinear.Epilogue or anything with the same attributes) to int32 acc:
+    requantize for 8-bit outputs, dequantize (+ optional float clamp) for float32 outputs."""
+    if np.dtype(ep.out_dtype) == np.float32:
+        y = dequantize_acc(acc, ep.bias, ep.scale)
+        if ep.lo_f is not None or ep.hi_f is not None:
+            y = np.clip(y, ep.lo_f, ep.hi_f)
+        return y
+    return requantize(acc, ep.bias, ep.multiplier, ep.out_zero_point, ep.out_dtype, ep.lo, ep.hi)
+
+
+def _conv_geometry(x, kernel, strides, pads, dilations):
+    nd = len(kernel)
+    strides = tuple(strides) if strides is not None else (1,) * nd
+    pads = tuple(pads) if pads is not None else (0,) * (2 * nd)
+    dilations = tuple(dilations) if dilations is not None else (1,) * nd
+    return strides, pads, dilations
+
+
+def _per_channel(v, m: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(v).reshape(-1), (m,))
+
+
+def qconv_ref(x: np.ndarray, x_zero_point, w: np.ndarray, w_zero_point, ep=None, strides=None,
+              pads=None, dilations=None, group: int = 1) -> np.ndarray:
+    """Integer Conv (ONNX ConvInteger/QLinearConv core): x (N, C, *sp), w (M, C/group, *k); built from
+    im2col (zero-point padding) + qgemm_i32 + the epilogue (per output channel). Returns
+    (N, M, *out_sp): int32 accumulators if ep is None, else ep applied."""
+    kernel = w.shape[2:]
+    strides, pads, dilations = _conv_geometry(x, kernel, strides, pads, dilations)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    zw = _per_channel(w_zero_point, m)
+    za = np.asarray(x_zero_point).reshape(())
+    parts = []
+    for g in range(group):
+        cols, out_sp = im2col(x[:, g * cg:(g + 1) * cg], kernel, strides, pads, dilations, za)
+        wg = w[g * mg:(g + 1) * mg].reshape(mg, -1)
+        parts.append(qgemm_i32(cols, za, wg, zw[g * mg:(g + 1) * mg]))
+    acc = np.concatenate(parts, axis=1)  # (N*P, M)
+    if ep is not None:
+        acc = epilogue_ref(acc, ep)
+    p = int(np.prod(out_sp, dtype=np.int64))
+    return np.ascontiguousarray(acc.reshape(n, p, m).transpose(0, 2, 1)).reshape((n, m) + out_sp)
+
+
+def depthwise_conv_ref(x: np.ndarray, x_zero_point, w: np.ndarray, w_zero_point, ep=None,
+                       strides=None, pads=None, dilations=None) -> np.ndarray:
+    """Depthwise integer conv (group == C == M): x (N, C, *sp), w (C, 1, *k); per channel an im2col +
+    qgemm_i32, then the epilogue. Same result as qconv_ref(..., group=C)."""
+    kernel = w.shape[2:]
+    strides, pads, dilations = _conv_geometry(x, kernel, strides, pads, dilations)
+    n, c = x.shape[:2]
+    zw = _per_channel(w_zero_point, c)
+    za = np.asarray(x_zero_point).reshape(())
+    parts = []
+    for ch in range(c):
+        cols, out_sp = im2col(x[:, ch:ch + 1], kernel, strides, pads, dilations, za)
+        parts.append(qgemm_i32(cols, za, w[ch].reshape(1, -1), zw[ch:ch + 1]))
+    acc = np.concatenate(parts, axis=1)
+    if ep is not None:
+        acc = epilogue_ref(acc, ep)
+    p = int(np.prod(out_sp, dtype=np.int64))
+    return np.ascontiguousarray(acc.reshape(n, p, c).transpose(0, 2, 1)).reshape((n, c) + out_sp)

@@ -74,31 +74,45 @@ class ActFakeQuant(nn.Module):
                 else:
                     self.min_val.mul_(1 - self.momentum).add_(self.momentum * lo)
                     self.max_val.mul_(1 - self.momentum).add_(self.momentum * hi)
-        scale, zp = self.qparams()
         if torch.onnx.is_in_onnx_export():
-            return torch.fake_quantize_per_tensor_affine(x, scale.float(), zp.int(), 0, 255)
+            # Frozen parameters captured as plain tensors: they export as constants.
+            scale, zp = self.frozen
+            return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
+        scale, zp = self.qparams()
         return FakeQuantSTE.apply(x, scale, zp, 0, 255)
 
-
-def weight_fake_quant(w):
-    """Per-output-channel symmetric int8 (zero point 0; |q| <= 127)."""
-    amax = w.detach().abs().reshape(w.shape[0], -1).amax(1).clamp(min=1e-8)
-    scale = amax / 127.0
-    if torch.onnx.is_in_onnx_export():
-        return torch.fake_quantize_per_channel_affine(
-            w, scale.float(), torch.zeros_like(scale, dtype=torch.int32), 0, -128, 127)
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    return FakeQuantSTE.apply(w, scale.reshape(shape), 0.0, -127, 127)
+    def freeze(self):
+        scale, zp = self.qparams()
+        self.frozen = (scale.detach().clone().float(), zp.detach().clone().int())
 
 
-class QConv(nn.Conv2d):
+def weight_scale(w):
+    """Per-output-channel symmetric int8: scale = max|w| / 127, zero point 0, so |q| <= 127."""
+    return w.detach().abs().reshape(w.shape[0], -1).amax(1).clamp(min=1e-8) / 127.0
+
+
+class WeightFakeQuant:
+    def fq_weight(self):
+        w = self.weight
+        if torch.onnx.is_in_onnx_export():
+            scale = self.frozen_scale  # a plain tensor: exported as a constant
+            return torch.fake_quantize_per_channel_affine(
+                w, scale, torch.zeros_like(scale, dtype=torch.int32), 0, -128, 127)
+        scale = weight_scale(w).reshape((-1,) + (1,) * (w.dim() - 1))
+        return FakeQuantSTE.apply(w, scale, 0.0, -127, 127)
+
+    def freeze(self):
+        self.frozen_scale = weight_scale(self.weight).clone().float()
+
+
+class QConv(WeightFakeQuant, nn.Conv2d):
     def forward(self, x):
-        return self._conv_forward(x, weight_fake_quant(self.weight), self.bias)
+        return self._conv_forward(x, self.fq_weight(), self.bias)
 
 
-class QLinear(nn.Linear):
+class QLinear(WeightFakeQuant, nn.Linear):
     def forward(self, x):
-        return nn.functional.linear(x, weight_fake_quant(self.weight), self.bias)
+        return nn.functional.linear(x, self.fq_weight(), self.bias)
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> QConv:
@@ -143,6 +157,11 @@ class QATDigitsCNN(nn.Module):
             if isinstance(m, ActFakeQuant):
                 m.observe = False
 
+    def freeze_for_export(self):
+        for m in self.modules():
+            if isinstance(m, (ActFakeQuant, WeightFakeQuant)):
+                m.freeze()
+
 
 def main() -> int:
     x_train, x_test, y_train, y_test = dc.load_split()
@@ -166,6 +185,7 @@ def main() -> int:
     acc_qat = dc.accuracy(qat, x_test, y_test)
 
     qat.eval()
+    qat.freeze_for_export()
     torch.onnx.export(qat, (torch.zeros(1, 1, 8, 8),), OUT, input_names=["input"],
                       output_names=["logits"], opset_version=dc.OPSET,
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, dynamo=False)

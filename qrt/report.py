@@ -26,8 +26,11 @@ def build_report(source: list[tuple[str, str]], graph: ir.Graph) -> list[dict]:
         precision = n.meta.get("precision") or ("int8" if n.op_type in INT_OPS else "float")
         kernel = n.meta.get("kernel") or f"{n.domain + '.' if n.domain else ''}{n.op_type}"
         reason = n.meta.get("reason") or ("" if precision == "int8" else "float op")
-        out.append({"name": name, "op_type": op_type, "precision": precision, "kernel": kernel,
-                    "reason": reason})
+        entry = {"name": name, "op_type": op_type, "precision": precision, "kernel": kernel,
+                 "reason": reason}
+        if n.meta.get("note"):
+            entry["note"] = n.meta["note"]
+        out.append(entry)
     return out
 
 

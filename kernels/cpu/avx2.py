@@ -27,14 +27,15 @@ NVEC = NR // 8
 def _make_ukernel(mr: int, nvec: int = NVEC):
     """C[0:mr, 0:8*nvec] (int32, row stride ldc bytes) += A[0:mr, 0:2*kp2] . B_panel over kp2 k-pairs.
 
-    a_addr: int16 rows (stride lda bytes); b_addr: int16 panel rows of 16*nvec i16 (one per k-pair)."""
+    a_addr: packed A tile, MR (row) pairs of int16 per k-pair (row r at byte 4*r, k-pairs 4*MR apart);
+    b_addr: int16 panel rows of 16*nvec i16 (one per k-pair)."""
 
     @intrinsic
-    def ukernel(typingctx, a_addr, lda, b_addr, kp2, c_addr, ldc):
-        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
+    def ukernel(typingctx, a_addr, b_addr, kp2, c_addr, ldc):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            a_addr, lda, b_addr, kp2, c_addr, ldc = args
+            a_addr, b_addr, kp2, c_addr, ldc = args
             i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
             v8i32, v16i16 = ir.VectorType(i32, 8), ir.VectorType(i16, 16)
             pmadd = cgutils.get_or_insert_function(
@@ -44,7 +45,7 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
             bstride = 32 * nvec  # bytes per k-pair row of the panel
 
             c_rows = [builder.add(c_addr, builder.mul(c64(r), ldc)) for r in range(mr)]
-            a_rows = [builder.add(a_addr, builder.mul(c64(r), lda)) for r in range(mr)]
+            a_rows = [builder.add(a_addr, c64(4 * r)) for r in range(mr)]
             acc0 = []
             for r in range(mr):
                 for j in range(nvec):
@@ -69,7 +70,7 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
             for j in range(nvec):
                 p = builder.inttoptr(builder.add(boff, c64(32 * j)), v16i16.as_pointer())
                 bvec.append(builder.load(p, align=2))
-            koff = builder.mul(k, c64(4))
+            koff = builder.mul(k, c64(4 * MR))
             new = []
             for r in range(mr):
                 p = builder.inttoptr(builder.add(a_rows[r], koff), i32.as_pointer())
@@ -108,32 +109,32 @@ _uk6, _uk5, _uk4, _uk3, _uk2, _uk1 = (_make_ukernel(r) for r in (6, 5, 4, 3, 2, 
 
 
 @njit(cache=True, inline="always")
-def _ukernel(mr, a_addr, lda, b_addr, kp2, c_addr, ldc):
+def _ukernel(mr, a_addr, b_addr, kp2, c_addr, ldc):
     if mr == 6:
-        _uk6(a_addr, lda, b_addr, kp2, c_addr, ldc)
+        _uk6(a_addr, b_addr, kp2, c_addr, ldc)
     elif mr == 5:
-        _uk5(a_addr, lda, b_addr, kp2, c_addr, ldc)
+        _uk5(a_addr, b_addr, kp2, c_addr, ldc)
     elif mr == 4:
-        _uk4(a_addr, lda, b_addr, kp2, c_addr, ldc)
+        _uk4(a_addr, b_addr, kp2, c_addr, ldc)
     elif mr == 3:
-        _uk3(a_addr, lda, b_addr, kp2, c_addr, ldc)
+        _uk3(a_addr, b_addr, kp2, c_addr, ldc)
     elif mr == 2:
-        _uk2(a_addr, lda, b_addr, kp2, c_addr, ldc)
+        _uk2(a_addr, b_addr, kp2, c_addr, ldc)
     elif mr == 1:
-        _uk1(a_addr, lda, b_addr, kp2, c_addr, ldc)
+        _uk1(a_addr, b_addr, kp2, c_addr, ldc)
 
 
 @njit(cache=True, parallel=True)
-def gemm(a, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
-    """a: int16 (M, Kp); b: int16 (NP, Kp/2, 2*NR) panels. Tasks = (row block of mb rows) x (npb panels),
-    spread over the threads; each task accumulates its block in an int32 tile (K in chunks of kc2
-    k-pairs, B chunk in L1) and applies the epilogue to it right away."""
-    m, kp = a.shape
+def gemm(a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
+    """a: packed int16 A (MT, Kp/2, 2*MR) for m rows; b: int16 (NP, Kp/2, 2*NR) panels.
+    Tasks = (row block of mb rows, a multiple of MR) x (npb panels), spread over the threads; each task
+    accumulates its block in an int32 tile (K in chunks of kc2 k-pairs so the B chunk stays in L1) and
+    applies the epilogue to it right away."""
     np_, kp2, _ = b.shape
     nmb = (m + mb - 1) // mb
     nnb = (np_ + npb - 1) // npb
-    lda = kp * 2
     ldc = npb * NR * 4
+    atile = kp2 * MR * 4  # bytes per packed A row tile
     for t in prange(nmb * nnb):
         ib = t // nnb
         jb = t - ib * nnb
@@ -142,7 +143,7 @@ def gemm(a, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, o
         p0 = jb * npb
         pn = min(npb, np_ - p0)
         tile = np.zeros((mb, npb * NR), np.int32)
-        a0 = a.ctypes.data + r0 * lda
+        a0 = a.ctypes.data + (r0 // MR) * atile
         t0 = tile.ctypes.data
         b0 = b.ctypes.data
         for k0 in range(0, kp2, kc2):
@@ -150,7 +151,7 @@ def gemm(a, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, o
             for p in range(pn):
                 bp = b0 + ((p0 + p) * kp2 + k0) * (4 * NR)
                 for i in range(0, rows, MR):
-                    _ukernel(min(MR, rows - i), a0 + i * lda + k0 * 4, lda, bp, kl,
+                    _ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
                              t0 + i * ldc + p * (4 * NR), ldc)
         cols = min(pn * NR, n - p0 * NR)
         epilogue_tile(tile, r0, rows, 0, cols, p0 * NR, mode, bias, mult, zpf, lof, hif,

@@ -44,16 +44,21 @@ def pack_b_i16(w: np.ndarray, zero_point: np.ndarray, nr: int = NR) -> np.ndarra
 
 
 @njit(cache=True, parallel=True)
-def prep_a_i16(a, signed, za, kp):
-    """(M, K) uint8 view of u8/s8 activations -> int16 (M, kp) of a - za, zero padded."""
+def prep_a_i16(a, signed, za, kp, mr):
+    """(M, K) uint8 view of u8/s8 activations -> packed int16 (ceil(M/mr), kp/2, 2*mr) of a - za:
+    row tiles of mr rows, k-pairs outermost, so a micro-kernel reads its A strip sequentially.
+    Zero padded (rows beyond M, K beyond K)."""
     m, k = a.shape
-    out = np.zeros((m, kp), np.int16)
-    for i in prange(m):
-        for j in range(k):
-            v = np.int32(a[i, j])
-            if signed and v >= 128:
-                v -= 256
-            out[i, j] = np.int16(v - za)
+    mt = (m + mr - 1) // mr
+    out = np.zeros((mt, kp // 2, 2 * mr), np.int16)
+    for t in prange(mt):
+        for r in range(min(mr, m - t * mr)):
+            i = t * mr + r
+            for j in range(k):
+                v = np.int32(a[i, j])
+                if signed and v >= 128:
+                    v -= 256
+                out[t, j >> 1, 2 * r + (j & 1)] = np.int16(v - za)
     return out
 
 
@@ -117,17 +122,20 @@ def apply_epilogue(acc, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
 
 # ---------------------------------------------------------------- im2col (2-D; 1-D via H=1)
 @njit(cache=True, parallel=True)
-def im2col_i16(x, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp):
-    """x: (N, C, H, W) uint8 view -> int16 (N*oh*ow, kp), columns ordered (c, kh, kw) like ref.im2col,
-    values x - zx; padded taps are 0 (= the zero point) and so is the K padding."""
+def im2col_i16(x, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, mr):
+    """x: (N, C, H, W) uint8 view -> packed int16 A (ceil(N*oh*ow/mr), kp/2, 2*mr) (the prep_a_i16
+    format) of the im2col rows, columns ordered (c, kh, kw) like ref.im2col, values x - zx; padded
+    taps are 0 (= the zero point) and so is the K padding."""
     n, c, h, w = x.shape
     rows = n * oh * ow
-    out = np.zeros((rows, kp), np.int16)
+    out = np.zeros(((rows + mr - 1) // mr, kp // 2, 2 * mr), np.int16)
     for t in prange(n * oh):
         b = t // oh
         y = t - b * oh
         for xo in range(ow):
             r = t * ow + xo
+            rt = r // mr
+            rr = 2 * (r - rt * mr)
             col = 0
             for ci in range(c):
                 for i in range(kh):
@@ -138,7 +146,7 @@ def im2col_i16(x, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp):
                             v = np.int32(x[b, ci, iy, ix])
                             if signed and v >= 128:
                                 v -= 256
-                            out[r, col] = np.int16(v - zx)
+                            out[rt, col >> 1, rr + (col & 1)] = np.int16(v - zx)
                         col += 1
     return out
 

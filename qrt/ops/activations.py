@@ -7,7 +7,7 @@ and HardSwish 22, ...) share one registration.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from qrt.ops.registry import REQUIRED, register  # noqa: F401
 
@@ -18,7 +18,7 @@ def _compute_dtype(x):
     """The float type to do transcendental math in (float16 -> float32)."""
     if x.dtype.kind != "f":
         raise ValueError(f"expected a floating-point input, got {x.dtype}")
-    return np.float32 if x.dtype.itemsize < 4 else x.dtype
+    return np.float32 if x.dtype.itemsize < 4 else x.dtype.type
 
 
 def _scalar(v, dtype):
@@ -69,11 +69,13 @@ def leaky_relu(x, *, alpha):
 @register("Sigmoid", since=6)
 def sigmoid(x):
     ct = _compute_dtype(x)
-    xf = x.astype(ct, copy=False)
-    # exp(-|x|) never overflows: sigmoid(x) = 1/(1+e) for x >= 0, e/(1+e) for x < 0.
-    e = np.exp(-np.abs(xf))
-    d = 1 + e
-    out = np.where(xf >= 0, 1 / d, e / d)
+    # 1 / (1 + exp(-x)): exp overflowing to inf for x << 0 correctly gives 0 (the true value is
+    # below the smallest normal float there), so the plain formula is accurate everywhere.
+    out = np.negative(x, dtype=ct)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
+    out += ct(1)
+    np.reciprocal(out, out=out)
     return out.astype(x.dtype, copy=False)
 
 
@@ -98,10 +100,21 @@ def tanh(x):
     return np.tanh(x.astype(ct, copy=False)).astype(x.dtype, copy=False)
 
 
+_ERF_BLOCK = 16384
+
+
 @njit(cache=True, nogil=True)
-def _erf_kernel(x, out):
+def _erf_serial(x, out):
     for i in range(x.size):
         out[i] = math.erf(x[i])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _erf_parallel(x, out):
+    n = x.size
+    for b in prange((n + _ERF_BLOCK - 1) // _ERF_BLOCK):
+        for i in range(b * _ERF_BLOCK, min((b + 1) * _ERF_BLOCK, n)):
+            out[i] = math.erf(x[i])
 
 
 def erf_array(x):
@@ -109,8 +122,10 @@ def erf_array(x):
     ct = _compute_dtype(x)
     xf = np.ascontiguousarray(x, dtype=ct).reshape(-1)
     out = np.empty(xf.size, dtype=ct)
-    if xf.size:
-        _erf_kernel(xf, out)
+    if xf.size >= 4 * _ERF_BLOCK:  # threads as set by the session (numba.set_num_threads)
+        _erf_parallel(xf, out)
+    elif xf.size:
+        _erf_serial(xf, out)
     return out.reshape(x.shape).astype(x.dtype, copy=False)
 
 

@@ -15,6 +15,18 @@ _SPATIAL_ATTRS = {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_s
                   "pads": None, "strides": None}
 
 
+_float_ops = None
+
+
+def _fo():
+    """The Numba kernels, imported on first use (numba's import and JIT cost nothing until then)."""
+    global _float_ops
+    if _float_ops is None:
+        from qrt.kernels.cpu import float_ops
+        _float_ops = float_ops
+    return _float_ops
+
+
 def _work_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype arithmetic runs in: float16 (no BLAS) is computed in float32."""
     dtype = np.dtype(dtype)
@@ -108,28 +120,36 @@ def conv_nd(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_
     o = int(np.prod(out_sp))
     ksz = int(np.prod(kernel))
     if cg == 1 and ksz > 1:
-        # Depthwise (channel multiplier mg): accumulate one shifted tap at a time.
-        y = np.zeros((n, g, mg) + out_sp, dtype=wd)
-        wr = ww.reshape(g, mg, ksz)
-        bshape = (1, g, mg) + (1,) * nd
-        for ki, kidx in enumerate(np.ndindex(*kernel)):
-            tap = xp[(slice(None), slice(None)) + _tap_slices(kidx, dilations, strides, out_sp)]
-            y += tap[:, :, None] * wr[:, :, ki].reshape(bshape)
-        y = y.reshape((n, m) + out_sp)
+        # Depthwise (channel multiplier mg): no matmul worth the name; direct accumulation.
+        if nd == 2 and wd in (np.float32, np.float64):
+            y = np.empty((n, m) + out_sp, dtype=wd)
+            _fo().depthwise_conv2d(np.ascontiguousarray(xp), np.ascontiguousarray(
+                ww.reshape(m, kernel[0], kernel[1])), y, strides[0], strides[1], dilations[0],
+                dilations[1], mg)
+        else:
+            y = np.zeros((n, g, mg) + out_sp, dtype=wd)
+            wr = ww.reshape(g, mg, ksz)
+            bshape = (1, g, mg) + (1,) * nd
+            for ki, kidx in enumerate(np.ndindex(*kernel)):
+                tap = xp[(slice(None), slice(None)) + _tap_slices(kidx, dilations, strides,
+                                                                  out_sp)]
+                y += tap[:, :, None] * wr[:, :, ki].reshape(bshape)
+            y = y.reshape((n, m) + out_sp)
     else:
         if ksz == 1 and all(s == 1 for s in strides):
-            cols = xp.reshape(n, g, cg, o)  # 1x1, stride 1: no im2col needed
+            cols = np.ascontiguousarray(xp).reshape(n, g, cg, o)  # 1x1, stride 1: no im2col
         else:
             cols = np.empty((n, c) + kernel + out_sp, dtype=wd)
             for kidx in np.ndindex(*kernel):
                 cols[(slice(None), slice(None)) + kidx] = xp[
                     (slice(None), slice(None)) + _tap_slices(kidx, dilations, strides, out_sp)]
             cols = cols.reshape(n, g, cg * ksz, o)
-        wr = ww.reshape(g, mg, cg * ksz)
-        if g == 1:
-            y = np.matmul(wr[0], cols[:, 0])  # (N, M, O)
-        else:
-            y = np.matmul(wr[None], cols)  # (N, g, mg, O)
+        wr = np.ascontiguousarray(ww.reshape(g, mg, cg * ksz))
+        y = np.empty((n, g, mg, o), dtype=wd)
+        # One 2-D BLAS call per (image, group): numpy's stacked matmul path is much slower.
+        for i in range(n):
+            for j in range(g):
+                np.matmul(wr[j], cols[i, j], out=y[i, j])
         y = y.reshape((n, m) + out_sp)
     if b is not None:
         y += b.astype(wd, copy=False).reshape((1, m) + (1,) * nd)
@@ -183,7 +203,11 @@ def conv_transpose_nd(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=
     xw = x.astype(wd, copy=False).reshape(n, g, cg, ii)
     ww = w.astype(wd, copy=False).reshape(g, cg, mg * ksz)
     # cols[n, g, mg*k, i] = sum_c W[g, c, mg*k] * x[n, g, c, i]
-    cols = np.matmul(ww.transpose(0, 2, 1)[None], xw)
+    cols = np.empty((n, g, mg * ksz, ii), dtype=wd)
+    for j in range(g):
+        wt = np.ascontiguousarray(ww[j].T)
+        for i in range(n):
+            np.matmul(wt, xw[i, j], out=cols[i, j])
     cols = cols.reshape((n, m) + kernel + tuple(in_sp))
     # col2im into a buffer wide enough for every tap and the requested output window.
     full = [max(natural[i], p[i] + oshape[i]) for i in range(nd)]

@@ -119,7 +119,8 @@ def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
     dyn = x_scale_in is not None
     a_zp = _zp_scalar(x_zp_in) if dyn else int(x_zp)
     ep = make_epilogue(n, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
-                       lo_f, hi_f, dyn_scale=np.asarray(x_scale_in).reshape(-1)[0] if dyn else None)
+                       *((None, None) if bias_f is not None else (lo_f, hi_f)),
+                       dyn_scale=np.asarray(x_scale_in).reshape(-1)[0] if dyn else None)
     y = linear(a, a_zp, w, w_zp, ep, state, "w", ctx.threads)
     if bias_f is not None:
         y = y + bias_f
@@ -187,7 +188,8 @@ def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
     a_zp = _zp_scalar(x_zp_in) if dyn else int(x_zp)
     wzp = np.broadcast_to(np.asarray(w_zp, np.int32).reshape(-1), (m,))
     ep = make_epilogue(m, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
-                       lo_f, hi_f, dyn_scale=np.asarray(x_scale_in).reshape(-1)[0] if dyn else None)
+                       *((None, None) if bias_f is not None else (lo_f, hi_f)),
+                       dyn_scale=np.asarray(x_scale_in).reshape(-1)[0] if dyn else None)
     cg, mg = c // group, m // group
     if group > 1 and cg == 1 and mg == 1:
         acc, out_sp = _depthwise_i32(x, a_zp, w, wzp, strides, pads, dilations)
@@ -258,14 +260,14 @@ def qconv_transpose(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f
             pb = p[:nd]
             out_sp = tuple(full[i] + output_padding[i] - p[i] - p[i + nd] for i in range(nd))
     a_zp = _zp_scalar(x_zp_in) if x_scale_in is not None else int(x_zp)
-    wzp = np.broadcast_to(np.asarray(w_zp, np.int64).reshape(-1), (c,))
+    wzp = np.broadcast_to(np.asarray(w_zp, np.int64).reshape(-1), (m,))
     xa = x.astype(np.int64) - a_zp
-    wa = w.astype(np.int64) - wzp.reshape((c,) + (1,) * (nd + 1))
     big = tuple(max(full[i] + output_padding[i], pb[i] + out_sp[i]) for i in range(nd))
     acc = np.zeros((n, m) + big, np.int64)
     for g in range(group):
         xg = xa[:, g * cg:(g + 1) * cg].reshape(n, cg, -1)  # (N, Cg, HW)
-        wg = wa[g * cg:(g + 1) * cg].reshape(cg, -1)  # (Cg, Mg*k)
+        wg = (w[g * cg:(g + 1) * cg].astype(np.int64) - wzp[g * mg:(g + 1) * mg].reshape(
+            (1, mg) + (1,) * nd)).reshape(cg, -1)  # (Cg, Mg*k)
         cols = np.einsum("nci,cj->nij", xg, wg).reshape((n,) + tuple(in_sp) + (mg,) + kshape)
         for kidx in np.ndindex(*kshape):
             sl = tuple(slice(kidx[i] * dilations[i], kidx[i] * dilations[i]

@@ -3,7 +3,9 @@
 Resize is separable: the output is computed one resized axis at a time. Along an axis every output
 position reads `n` input positions (n = 1 for nearest, 2 for linear, 4 for cubic, more with
 antialias) with per-position weights; the per-axis index and weight tables are built vectorised in
-float64 (exactly as the ONNX reference does), then applied as `n` gathers (`np.take`) and weighted
+float64 (exactly as the ONNX reference does; onnxruntime computes them in float32, so
+with a float32 scale such as 1.6 a coordinate that is an exact tie in float32 may land on the
+other side of it here), then applied as `n` gathers (`np.take`) and weighted
 sums over the whole tensor. Nearest is a pure gather, so it is exact for every dtype.
 """
 from __future__ import annotations
@@ -15,6 +17,11 @@ from qrt.ops.registry import register
 _COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
                 "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+# pytorch_half_pixel maps every index to this when the output length is 1: the spec says 0 (and
+# onnxruntime agrees); the ONNX reference uses -0.5. Only cubic can tell them apart.
+PYTORCH_HALF_PIXEL_SINGLE = 0.0
 
 
 def _present(a):
@@ -33,8 +40,10 @@ def _source_coords(mode, out_n, in_n, scale, roi_pair):
         offset = in_n / 2 * (1 - adjustment)
         x = offset + (y + 0.5) / scale - 0.5
     elif mode == "pytorch_half_pixel":
-        x = np.full(out_n, -0.5) if out_w == 1 else (y + 0.5) / scale - 0.5
+        x = np.full(out_n, PYTORCH_HALF_PIXEL_SINGLE) if out_n == 1 else (y + 0.5) / scale - 0.5
     elif mode == "align_corners":
+        # The resized length is the fractional `scale * in` here, as in the ONNX reference (its
+        # conformance data depend on it); onnxruntime uses the integer output length instead.
         x = np.zeros(out_n) if out_w == 1 else y * (in_n - 1) / (out_w - 1)
     elif mode == "asymmetric":
         x = y / scale

@@ -14,7 +14,18 @@ class PassOptions:
 
 
 # The ordered pipeline (module names under qrt.passes). Filled in as passes land.
-PIPELINE: list[str] = []
+PIPELINE: list[str] = [
+    "fold_constants",     # 1. evaluate constant subgraphs once (not Q/DQ, not exploding ones)
+    "fold_weight_qdq",    # 2. weight Q offline, DQ(weight) kept as int8 + QuantParams
+    "fold_batchnorm",     # 3. BN into the preceding float Conv/Gemm
+    "qdq_passthrough",    # 6a. int8 through Reshape/Transpose/MaxPool/...; DQ -> Q identity dropped
+    "fuse_qdq",           # 4. DQ -> Conv/ConvTranspose/MatMul/Gemm (-> Relu/Clip) (-> Q) -> integer op
+    "dynamic_quant",      # 7. DynamicQuantizeLinear + MatMulInteger/ConvInteger + Cast + Mul; option
+    "lower_qoperator",    # 5. QLinearConv/QLinearMatMul/ConvInteger/MatMulInteger -> fused ops
+    "qdq_elementwise",    # 6b. DQ -> elementwise chain -> Q as a 256-entry table; QAdd/QMul
+    "qdq_passthrough",    # again: fusion and tables expose more DQ -> Q pairs
+    "cleanup",            # dead code, leftover constant DQ -> float, reasons
+]
 
 
 def run_pipeline(graph: ir.Graph, *, optimize: bool = True, dynamic_quantization: bool = False,

@@ -116,6 +116,12 @@ def remove_dead(graph: ir.Graph) -> bool:
         keep = [n for n in graph.nodes if any(o and o in used for o in n.outputs)]
         if len(keep) == len(graph.nodes):
             break
+        for n in graph.nodes:
+            if n not in keep:
+                for src in n.meta.get("covers", [n.name]):
+                    folded(graph).setdefault(src, {
+                        "precision": "int8" if n.op_type in QDQ_OPS else "float",
+                        "kernel": "removed", "reason": "nothing reads it after the rewrites"})
         graph.nodes = keep
         changed = True
     used = {i for n in graph.nodes for i in n.inputs if i} | outs
@@ -220,3 +226,12 @@ def same_params(a, b) -> bool:
 
 def scalar(a):
     return np.asarray(a).reshape(-1)[0]
+
+
+def producers_cached(graph: ir.Graph) -> dict:
+    return graph.producers()
+
+
+def only_reader_is(graph: ir.Graph, value: str, node: ir.Node, consumers=None) -> bool:
+    cons = (consumers or graph.consumers()).get(value, [])
+    return value not in output_names(graph) and all(c is node for c in cons)
