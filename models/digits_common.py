@@ -117,9 +117,15 @@ def export(model, path, *, keep_batchnorm=True):
     return path
 
 
-def ort_accuracy(path, x, y) -> float:
+def ort_accuracy(path, x, y, optimize=True) -> float:
+    """Test accuracy in onnxruntime. optimize=False runs the graph as written (QDQ models then
+    compute exact Quantize/Dequantize semantics in float instead of onnxruntime's fused int8
+    kernels, which saturate on CPUs without VNNI)."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     logits = sess.run(None, {"input": x})[0]
     return float((logits.argmax(1) == y).mean())

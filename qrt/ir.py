@@ -25,6 +25,7 @@ class TensorInfo:
     name: str
     dtype: Any = None  # numpy dtype (ml_dtypes for int4/uint4) or None when unknown
     shape: tuple | None = None  # None when the rank is unknown
+    kind: str = "tensor"  # "tensor", "sequence" (list of arrays) or "optional" (array or None)
 
 
 @dataclass

@@ -156,7 +156,9 @@ def tensor_to_array(t: onnx.TensorProto, base: str | None, label: str) -> np.nda
 def _value_info(vi: onnx.ValueInfoProto) -> ir.TensorInfo:
     tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
     if tt is None:
-        return ir.TensorInfo(vi.name)
+        which = vi.type.WhichOneof("value")
+        kind = {"sequence_type": "sequence", "optional_type": "optional"}.get(which, which)
+        return ir.TensorInfo(vi.name, kind=kind or "unknown")
     dtype = np_dtype(tt.elem_type) if tt.elem_type else None
     shape = None
     if tt.HasField("shape"):
@@ -233,8 +235,10 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     for ti, vi in zip(inputs, [v for v in g.input if v.name not in inits]):
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is None:
-            raise ModelLoadError(f"{label}: input '{vi.name}' is not a tensor; only tensor inputs "
-                                 "are supported")
+            if ti.kind not in ("sequence", "optional"):
+                raise ModelLoadError(f"{label}: input '{vi.name}' has type {ti.kind}; only "
+                                     "tensor, sequence and optional inputs are supported")
+            continue
         if tt.elem_type in _UNSUPPORTED_ELEM_TYPES:
             raise ModelLoadError(
                 f"{label}: input '{vi.name}' has element type {elem_type_name(tt.elem_type)}, "

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qrt import ir
-from qrt.errors import NodeExecutionError
+from qrt.errors import NodeExecutionError, QrtError
 from qrt.ops import NodeContext, resolve
 
 
@@ -24,6 +24,14 @@ class Step:
     kwargs: dict[str, Any]
     node: ir.Node
     frees: tuple[int, ...] = ()  # slots no later step reads
+
+
+def _with_node(e: Exception, node: ir.Node) -> Exception:
+    msg = f"{node.label()}: {e}"
+    try:
+        return type(e)(msg)
+    except Exception:
+        return NodeExecutionError(msg)
 
 
 def _describe(x) -> str:
@@ -93,6 +101,8 @@ class Plan:
                 res = st.fn(*args, **st.kwargs)
             except NodeExecutionError:
                 raise
+            except QrtError as e:  # keep the specific type (e.g. InvalidQuantParamsError)
+                raise _with_node(e, st.node) from e
             except Exception as e:
                 shapes = ", ".join(_describe(a) for a in args)
                 raise NodeExecutionError(

@@ -38,6 +38,8 @@ class NodeArg:
 
 def _arg(t: ir.TensorInfo) -> NodeArg:
     shape = list(t.shape) if t.shape is not None else None
+    if t.kind != "tensor":
+        return NodeArg(t.name, shape, f"{t.kind}(unknown)", None)
     return NodeArg(t.name, shape, type_string(t.dtype), t.dtype)
 
 
@@ -79,6 +81,7 @@ class InferenceSession:
         self._graph = onnx_import.load_graph(model)
         self._source_nodes = [(n.name, n.op_type) for n in self._graph.nodes]
         self._inputs = [_arg(t) for t in self._graph.inputs]
+        self._kinds = {t.name: t.kind for t in self._graph.inputs}
         self._outputs = [_arg(t) for t in self._graph.outputs]
         self._report = run_pipeline(self._graph, optimize=optimize,
                                     dynamic_quantization=dynamic_quantization, device=device)
@@ -102,9 +105,16 @@ class InferenceSession:
         feeds = self._check_feeds(input_feed)
         results = self._execute(feeds, names)
         # Never hand out an array that aliases a weight or a caller's feed.
-        return [np.array(r, copy=True) if (r.base is not None or id(r) in self._protected
-                                            or any(r is f for f in feeds.values())) else r
-                for r in results]
+        return [self._owned(r, feeds) for r in results]
+
+    def _owned(self, r, feeds):
+        if isinstance(r, list):
+            return [self._owned(v, feeds) for v in r]
+        if not isinstance(r, np.ndarray):
+            return r
+        if r.base is not None or id(r) in self._protected or any(r is f for f in feeds.values()):
+            return np.array(r, copy=True)
+        return r
 
     def lowering_report(self):
         from qrt.report import LoweringReport
@@ -147,6 +157,15 @@ class InferenceSession:
         symbols: dict[str, tuple[int, str]] = {}
         for name, arg in expected.items():
             x = input_feed[name]
+            if self._kinds[name] == "sequence":
+                if not isinstance(x, (list, tuple)):
+                    raise InvalidFeedError(f"input '{name}' is a sequence: pass a list of arrays, "
+                                           f"not {type(x).__name__}")
+                feeds[name] = [np.asarray(v) for v in x]
+                continue
+            if self._kinds[name] == "optional" and x is None:
+                feeds[name] = None
+                continue
             if not isinstance(x, np.ndarray):
                 if isinstance(x, (np.generic, int, float, bool, list, tuple)):
                     x = np.asarray(x, dtype=arg.dtype) if arg.dtype is not None else np.asarray(x)

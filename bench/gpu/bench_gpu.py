@@ -275,6 +275,8 @@ def model_bench(paths, repeat):
             try:
                 s = qrt.InferenceSession(path, device=dev) if dev == "cuda" else qrt.InferenceSession(path)
                 outs = s.run(None, feeds)
+                if hasattr(s, "get_providers"):
+                    row[f"qrt_{dev}_providers"] = list(s.get_providers())
                 row[f"qrt_{dev}_ms"] = round(_median_ms_wall(lambda: s.run(None, feeds), repeat), 4)
                 row[f"qrt_{dev}_max_abs_diff_vs_ort"] = float(max(
                     np.max(np.abs(np.asarray(o, np.float64) - np.asarray(r, np.float64)), initial=0)

@@ -43,7 +43,7 @@ def pack_b_i16(w: np.ndarray, zero_point: np.ndarray, nr: int = NR) -> np.ndarra
     return np.ascontiguousarray(b).reshape(npad // nr, kp // 2, 2 * nr)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def prep_a_i16(a, signed, za, kp, mr):
     """(M, K) uint8 view of u8/s8 activations -> packed int16 (ceil(M/mr), kp/2, 2*mr) of a - za:
     row tiles of mr rows, k-pairs outermost, so a micro-kernel reads its A strip sequentially.
@@ -51,7 +51,7 @@ def prep_a_i16(a, signed, za, kp, mr):
     m, k = a.shape
     mt = (m + mr - 1) // mr
     out = np.zeros((mt, kp // 2, 2 * mr), np.int16)
-    for t in prange(mt):
+    for t in range(mt):
         for r in range(min(mr, m - t * mr)):
             i = t * mr + r
             for j in range(k):
@@ -111,11 +111,11 @@ def epilogue_tile(tile, r0, nrows, c0, ncols, ocol, mode, bias, mult, zpf, lof, 
                                                       mult[ocol + j], lof, hif)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def apply_epilogue(acc, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
-    """Standalone epilogue over a whole (M, N) int32 accumulator array (rows in parallel)."""
+    """Standalone epilogue over a whole (M, N) int32 accumulator array."""
     m, n = acc.shape
-    for i in prange(m):
+    for i in range(m):
         epilogue_tile(acc[i:i + 1], i, 1, 0, n, 0, mode, bias, mult, zpf, lof, hif,
                       out_q, out_f, out_i)
 

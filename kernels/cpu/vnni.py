@@ -145,14 +145,14 @@ def column_correction(colsum: np.ndarray, zw: np.ndarray, za: int, k: int) -> np
     return (c & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def prep_a(a, signed, kp, mr):
     """(M, K) uint8 view -> (packed uint8 (MT, kp/4, 4*mr) of a', int32 row sums of a')."""
     m, k = a.shape
     mt = (m + mr - 1) // mr
     out = np.zeros((mt, kp // 4, 4 * mr), np.uint8)
     rs = np.zeros(m, np.int32)
-    for t in prange(mt):
+    for t in range(mt):
         for r in range(min(mr, m - t * mr)):
             i = t * mr + r
             s = 0

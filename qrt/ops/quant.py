@@ -1,4 +1,5 @@
-"""Quantization ops: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger.
+"""Quantization ops: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearConv,
+QLinearMatMul, ConvInteger, MatMulInteger.
 
 Semantics follow the ONNX spec (opsets 10..28) and the ONNX reference evaluator
 (onnx/reference/ops/op_*.py); where the two disagree or the spec is silent, onnxruntime decides, and
@@ -9,8 +10,8 @@ Numerics (DESIGN.md, "Numerics contract"):
 - QuantizeLinear: q = saturate(round_half_even(x / scale) + zero_point). The division runs in
   `precision` when set, else in the scale's type (opset 23+; the spec's rule and onnxruntime's;
   before opset 23 float16 divides in float32, as onnxruntime).
-- DequantizeLinear: (q - zero_point) * scale, with (q - zero_point) exact in integers and one rounding
-  to the output type.
+- DequantizeLinear: (q - zero_point) * scale, with (q - zero_point) exact in integers and one
+  rounding to the output type.
 - Integer Conv/MatMul: sum_k (x - zx)(w - zw) accumulated exactly, wrapped to int32 like an int32
   accumulator (ONNX: "the accumulation may overflow if and only if in 32 bits"; onnxruntime wraps).
   The products are summed by a float64 BLAS matmul, which is exact: every partial sum is an integer
@@ -21,8 +22,8 @@ Numerics (DESIGN.md, "Numerics contract"):
   differ by one step on rare near-ties).
 
 Validation raises InvalidQuantParamsError (naming the op and the problem) for non-positive or
-non-finite scales, zero points of the wrong dtype or out of range, and scale/zero-point shapes that do
-not fit the per-tensor / per-axis / blocked layout. Element types outside qrt's scope (float8,
+non-finite scales, zero points of the wrong dtype or out of range, and scale/zero-point shapes that
+do not fit the per-tensor / per-axis / blocked layout. Element types outside qrt's scope (float8,
 float4, float6, int2/uint2, bfloat16) raise UnsupportedQuantTypeError naming the type.
 """
 from __future__ import annotations
@@ -42,13 +43,14 @@ except ImportError:  # pragma: no cover - without ml_dtypes no int4 tensor can r
 
 
 class UnsupportedQuantTypeError(QrtError, TypeError):
-    """A quantization op met an element type outside qrt's scope (float8, float4, int2, bfloat16...)."""
+    """A quantization op met an element type outside qrt's scope (float8, float4, int2...)."""
 
 
 # ONNX TensorProto element types (numbers are fixed by the ONNX standard).
 _ONNX_TYPE_NAMES = {
-    1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64", 10: "FLOAT16",
-    11: "DOUBLE", 16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2",
+    1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
+    10: "FLOAT16", 11: "DOUBLE", 16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ",
+    19: "FLOAT8E5M2",
     20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2",
     26: "INT2", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2",
 }
@@ -68,7 +70,8 @@ _INT32_RANGE = (-(2 ** 31), 2 ** 31 - 1)
 # ml_dtypes names of the element types qrt leaves out (the conformance harness skips them).
 _OUT_OF_SCOPE_NAMES = {
     "bfloat16": "BFLOAT16", "float8_e4m3fn": "FLOAT8E4M3FN", "float8_e4m3fnuz": "FLOAT8E4M3FNUZ",
-    "float8_e5m2": "FLOAT8E5M2", "float8_e5m2fnuz": "FLOAT8E5M2FNUZ", "float8_e8m0fnu": "FLOAT8E8M0",
+    "float8_e5m2": "FLOAT8E5M2", "float8_e5m2fnuz": "FLOAT8E5M2FNUZ",
+    "float8_e8m0fnu": "FLOAT8E8M0",
     "float4_e2m1fn": "FLOAT4E2M1", "float6_e2m3fn": "FLOAT6E2M3", "float6_e3m2fn": "FLOAT6E3M2",
     "int2": "INT2", "uint2": "UINT2",
 }
@@ -173,7 +176,7 @@ def _norm_axis(axis: int, rank: int, op: str) -> int:
 def layout_param(p: np.ndarray, x_shape: tuple, axis: int, block_size: int, op: str,
                  name: str) -> np.ndarray:
     """Shape a scale or zero point so that it broadcasts against x: per-tensor (one element),
-    per-axis (1-D of length x.shape[axis]) or blocked (x's shape with ceil(D/block_size) at axis)."""
+    per-axis (1-D of length x.shape[axis]) or blocked (x's shape, ceil(D/block_size) at axis)."""
     rank = len(x_shape)
     if block_size < 0:
         raise InvalidQuantParamsError(f"{op}: block_size must be positive, got {block_size}")
@@ -514,7 +517,8 @@ def _conv_geometry(x_shape, w_shape, auto_pad, dilations, group, kernel_shape, p
     c, m = x_shape[1], w_shape[0]
     if group < 1 or c != w_shape[1] * group or m % group:
         raise InvalidQuantParamsError(
-            f"{op}: x has {c} channels and w shape {list(w_shape)}, inconsistent with group={group}")
+            f"{op}: x has {c} channels and w shape {list(w_shape)}, inconsistent with "
+            f"group={group}")
     spatial = x_shape[2:]
     ap = auto_pad.decode() if isinstance(auto_pad, bytes) else (auto_pad or "NOTSET")
     if ap in ("SAME_UPPER", "SAME_LOWER"):
@@ -727,6 +731,6 @@ def qlinear_matmul_10(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scal
 
 @register("QLinearMatMul", since=21)
 def qlinear_matmul_21(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
-    # Opset 21 adds float16/bfloat16 scales and float8 tensors; bfloat16 and float8 are out of scope.
+    # Opset 21 adds float16/bfloat16 scales and float8 tensors (bfloat16, float8: out of scope).
     return _qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale,
                            y_zero_point, scale_types=(np.float32, np.float16))

@@ -1,8 +1,8 @@
 """Reductions: ReduceMean.
 
-Opset < 18 takes `axes` as an attribute (absent: reduce every axis); opset 18 takes it as an optional
-input, and an empty/absent `axes` reduces every axis unless `noop_with_empty_axes=1`, which makes
-the op an identity. float16 accumulates in float32; integer means truncate toward zero.
+Opset < 18 takes `axes` as an attribute (absent: reduce every axis); opset 18 takes it as an
+optional input, and an empty/absent `axes` reduces every axis unless `noop_with_empty_axes=1`,
+which makes the op an identity. float16 accumulates in float32; integer means truncate toward zero.
 """
 import numpy as np
 
@@ -47,7 +47,7 @@ def reduce_mean(x, axes, keepdims):
 
 @register("ReduceMean", since=1, attrs={"axes": None, "keepdims": 1})
 def reduce_mean_1(data, *, axes, keepdims):
-    return reduce_mean(data, axes, keepdims)
+    return reduce_mean(data, axes or None, keepdims)  # absent or empty: every axis
 
 
 @register("ReduceMean", since=18, attrs={"keepdims": 1, "noop_with_empty_axes": 0})

@@ -80,8 +80,13 @@ _CONST_ATTRS = {k: None for k in ("value", "sparse_value", "value_float", "value
                                   "value_int", "value_ints", "value_string", "value_strings")}
 
 
-@register("Constant", since=1, attrs={"value": None, "sparse_value": None})
-def constant_1(*, value, sparse_value):
+@register("Constant", since=1, attrs={"value": REQUIRED})
+def constant_1(*, value):
+    return _constant(value, None, None, None, None, None, None, None)
+
+
+@register("Constant", since=11, attrs={"value": None, "sparse_value": None})
+def constant_11(*, value, sparse_value):
     return _constant(value, sparse_value, None, None, None, None, None, None)
 
 

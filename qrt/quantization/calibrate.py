@@ -63,8 +63,13 @@ def npz_batches(path_or_arrays, model: onnx.ModelProto, batch_size: int | None =
     arrays = dict(np.load(path_or_arrays)) if not isinstance(path_or_arrays, dict) else path_or_arrays
     inputs = model_inputs(model)
     names = [n for n, _, _ in inputs]
-    if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
-        arrays = {names[0]: next(iter(arrays.values()))}
+    if len(names) == 1 and names[0] not in arrays:
+        # one input: take the only array, else the one whose rank and kind match (images, labels)
+        rank = len(inputs[0][2]) if inputs[0][2] is not None else None
+        fits = [a for a in arrays.values() if len(arrays) == 1 or
+                (a.ndim == rank and a.dtype.kind == inputs[0][1].kind)]
+        if len(fits) == 1:
+            arrays = {names[0]: fits[0]}
     missing = [n for n in names if n not in arrays]
     if missing:
         raise ValueError(f"data file has no array for input(s) {missing}; it has {list(arrays)}")

@@ -323,7 +323,10 @@ def compare_models(fp32, int8, data=None, *, backend: str = "auto") -> CompareRe
                 from qrt.quantization.params import qrange
                 lo, hi = qrange(np.dtype(zp.dtype).name)
                 raw = np.rint(qv[t].astype(np.float32) / scale) + zp.astype(np.float32)
-                rows[t].saturated += int(np.count_nonzero((raw < lo) | (raw > hi)))
+                # a range starting at 0 (zero point = qmin) clips negatives on purpose (ReLU
+                # folded into the Q): only values above qmax count then.
+                low = (raw < lo) if np.all(zp.astype(np.int64) > lo) else False
+                rows[t].saturated += int(np.count_nonzero(low | (raw > hi)))
                 rows[t].count += int(raw.size)
         for name, (lo_name, ref_name) in local_layers.items():
             if lo_name in fv and ref_name in fv:

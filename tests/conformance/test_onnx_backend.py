@@ -15,11 +15,21 @@ CASES = cases()
 
 def _array(v):
     # A few generators store their data as TensorProto (e.g. to keep exact double bit patterns).
-    return numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, list) or v is None:  # sequence / optional values
+        return v
+    return np.asarray(v)
 
 
 def _assert_same(name, got, want, rtol, atol):
     want = _array(want)
+    if isinstance(want, list) or want is None:
+        assert type(got) is type(want), f"{name}: got {type(got).__name__}"
+        for i, (g, w) in enumerate(zip(got or [], want or [])):
+            _assert_same(f"{name}[{i}]", g, w, rtol, atol)
+        assert len(got or []) == len(want or []), name
+        return
     assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != expected {want.dtype}"
     assert got.shape == want.shape, f"{name}: shape {got.shape} != expected {want.shape}"
     if want.dtype.kind in "fc":

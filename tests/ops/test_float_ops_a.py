@@ -350,6 +350,15 @@ def test_integer_pow_negative_exponent():
     assert got.dtype == np.int32
 
 
+def test_reduce_mean_empty_axes_attribute_reduces_everything():
+    x = _f32(2, 3, 4)
+    np.testing.assert_allclose(reduce.reduce_mean_1(x, axes=[], keepdims=0), x.mean(), rtol=1e-6)
+    assert reduce.reduce_mean_1(x, axes=[], keepdims=1).shape == (1, 1, 1)
+    empty = np.array([], np.int64)
+    assert reduce.reduce_mean_18(x, empty, keepdims=0, noop_with_empty_axes=0).shape == ()
+    assert reduce.reduce_mean_18(x, empty, keepdims=0, noop_with_empty_axes=1).shape == x.shape
+
+
 def test_integer_reduce_mean_truncates():
     x = np.array([[-3, -4], [3, 4]], np.int32)
     np.testing.assert_array_equal(reduce.reduce_mean_1(x, axes=[1], keepdims=0), [-3, 3])
@@ -380,3 +389,25 @@ def test_views_never_alias_writable_inputs_in_place():
     for o in outs:
         assert isinstance(o, np.ndarray)
     np.testing.assert_array_equal(x, keep)
+
+
+OPS_A = ("Add Sub Mul Div Pow Sqrt Equal Where Relu Clip LeakyRelu Sigmoid HardSigmoid "
+         "HardSwish Tanh Erf Gelu Softmax Constant Identity Cast Shape Reshape Flatten Transpose "
+         "Concat Split Slice Squeeze Unsqueeze Gather Expand ReduceMean").split()
+
+
+@pytest.mark.parametrize("op", OPS_A)
+def test_registered_attributes_match_onnx_schema_for_every_opset(op):
+    from qrt.ops import REQUIRED, resolve
+    for v in range(10, onnx.defs.onnx_opset_version() + 1):
+        try:
+            schema = onnx.defs.get_schema(op, max_inclusive_version=v, domain="")
+        except onnx.defs.SchemaError:
+            schema = None
+        opdef = resolve(op, "", v)
+        assert (schema is None) == (opdef is None), (op, v)
+        if schema is None:
+            continue
+        assert set(schema.attributes) == set(opdef.attrs), (op, v)
+        for name, a in schema.attributes.items():
+            assert a.required == (opdef.attrs[name] is REQUIRED), (op, v, name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as oh
@@ -540,8 +539,8 @@ def test_qlinear_conv_vs_onnxruntime(case, xt, wt, per_channel):
     node = oh.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
                         **attrs)
     inits = {"xs": x_s, "xz": xz, "w": w, "ws": w_s, "wz": wz, "ys": y_s, "yz": yz, "b": bias}
-    m = _model(node, {"x": x}, {k_: np.asarray(v) for k_, v in inits.items()}, [T.INT8 if xt ==
-                                                                               np.int8 else T.UINT8], 10)
+    out_elem = T.INT8 if xt == np.int8 else T.UINT8
+    m = _model(node, {"x": x}, {k_: np.asarray(v) for k_, v in inits.items()}, [out_elem], 10)
     want, who = _against(m, {"x": x}, xt, wt)
     got = _qrt(m, {"x": x})[0]
     sat = np.isin(got.astype(np.int64), np.iinfo(xt).min, np.iinfo(xt).max).mean()
