@@ -55,6 +55,7 @@ class Graph:
     source: str = "<model>"  # file path or "<bytes>" for messages
     # Source nodes removed by passes: name -> {"precision", "kernel", "reason"} for the report.
     folded: dict[str, dict] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props
 
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}

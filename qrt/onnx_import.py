@@ -277,6 +277,7 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
             [(op, dom, names) for (op, dom), names in sorted(unsupported.items())])
 
     graph = ir.Graph(nodes, inputs, outputs, inits, {}, opsets, g.name, label)
+    graph.metadata = {p.key: p.value for p in proto.metadata_props}
     check_graph(graph)
     for node in graph.nodes:
         opdef = resolve(node.op_type, node.domain, opsets[node.domain])

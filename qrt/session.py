@@ -50,6 +50,15 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _asks_for_dynamic(graph: ir.Graph) -> bool:
+    import json
+
+    try:
+        return json.loads(graph.metadata.get("qrt.quantization", "{}")).get("mode") == "dynamic"
+    except (ValueError, AttributeError):
+        return False
+
+
 class InferenceSession:
     """Load an ONNX model and run it.
 
@@ -58,14 +67,15 @@ class InferenceSession:
     optimize: run the graph passes (constant folding, BatchNorm folding, QDQ fusion into integer
         kernels). `optimize=False` runs every node as written, for debugging and conformance.
     dynamic_quantization: run float MatMul/Gemm/Conv with int8 weights and activations quantized
-        per call (FP32 models, no calibration).
+        per call (FP32 models, no calibration). Default: on for models written by
+        qrt.quantization.quantize_dynamic (they say so in their metadata), off otherwise.
     sess_options, providers, provider_options: accepted so that onnxruntime code runs unchanged;
         they are ignored.
     """
 
     def __init__(self, model, sess_options=None, providers=None, provider_options=None, *,
                  threads: int | None = None, optimize: bool = True,
-                 dynamic_quantization: bool = False, device: str = "cpu"):
+                 dynamic_quantization: bool | None = None, device: str = "cpu"):
         from qrt import onnx_import
         from qrt.passes import run_pipeline
         from qrt.plan import Plan
@@ -79,7 +89,9 @@ class InferenceSession:
         self.threads = threads
         self.device = device
         self._graph = onnx_import.load_graph(model)
-        self._source_nodes = [(n.name, n.op_type) for n in self._graph.nodes]
+        if dynamic_quantization is None:  # models from qrt's quantize_dynamic ask for it
+            dynamic_quantization = _asks_for_dynamic(self._graph)
+        self.dynamic_quantization = dynamic_quantization
         self._inputs = [_arg(t) for t in self._graph.inputs]
         self._kinds = {t.name: t.kind for t in self._graph.inputs}
         self._outputs = [_arg(t) for t in self._graph.outputs]
