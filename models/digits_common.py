@@ -2,8 +2,9 @@
 
 Runs in a tools environment with PyTorch (torch is not a qrt dependency):
 
-    python3 -m venv /tmp/qrt-tools && /tmp/qrt-tools/bin/pip install torch onnx numpy scikit-learn
-    /tmp/qrt-tools/bin/python models/train_digits.py
+    python3 -m venv ~/.venvs/qrt-tools
+    ~/.venvs/qrt-tools/bin/pip install torch onnx numpy scikit-learn
+    ~/.venvs/qrt-tools/bin/python models/train_digits.py
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def seed_everything(seed: int = SEED):
 
 
 def make_cnn():
-    """Conv3x3+BN+ReLU -> depthwise 3x3+BN+ReLU -> pointwise 1x1+ReLU -> MaxPool 2 -> Flatten -> Gemm."""
+    """Conv3x3+BN+ReLU, depthwise 3x3+BN+ReLU, pointwise 1x1+ReLU, MaxPool 2, Flatten, Gemm."""
     import torch.nn as nn
 
     return nn.Sequential(

@@ -1,6 +1,6 @@
 """Quantization-aware training (QAT) of the digits CNN, exported as QDQ ONNX.
 
-    /tmp/qrt-tools/bin/python models/qat_digits.py
+    ~/.venvs/qrt-tools/bin/python models/qat_digits.py
 
 1. Train the FP32 CNN exactly as models/train_digits.py does (same seed, same split).
 2. Fold each BatchNorm into the Conv before it (the integer model has no BatchNorm).

@@ -5,7 +5,7 @@
 Reads qrt/data/digits_cnn.onnx, calibrates min/max on 256 training images (the held-out test set
 is never seen), and writes qrt/data/digits_cnn_int8.onnx: QDQ format, uint8 activations, int8
 per-channel weights. onnxruntime's pre-processing folds BatchNorm into the Conv first (the
-quantizer only quantizes the ops it knows, and a float BatchNorm between QDQ pairs would stay float).
+quantizer only quantizes the ops it knows; a float BatchNorm between QDQ pairs would stay float).
 qrt's own quantizer (qrt.quantization.quantize_static) is meant to replace this script.
 """
 from __future__ import annotations

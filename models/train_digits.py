@@ -1,6 +1,6 @@
 """Train the digits CNN and MLP (scikit-learn's bundled 8x8 digits) and export FP32 ONNX.
 
-    /tmp/qrt-tools/bin/python models/train_digits.py
+    ~/.venvs/qrt-tools/bin/python models/train_digits.py
 
 Writes qrt/data/digits_cnn.onnx (the demo model), models/digits_mlp.onnx and
 qrt/data/digits_test.npz (the held-out images [N,1,8,8] float32 in [0,1] and int64 labels), and

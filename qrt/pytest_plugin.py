@@ -11,7 +11,8 @@ looked up from the working directory, then from the test file's folder), runs it
 kernel compilation is not measured, then times `sess.run(output_names, feeds)` with
 pytest-benchmark's `benchmark` fixture (with `rounds`, through `benchmark.pedantic`). The model, the
 thread count, the batch shapes, the lowering summary and the median latency (`p50_ms`) go to
-`extra_info`. Like `benchmark`, it can be called once per test.
+`extra_info` (`p50_ms` only when timing is on: with `--benchmark-disable` the call runs once,
+untimed). Like `benchmark`, it can be called once per test.
 
 Without pytest-benchmark installed (or with `-p no:benchmark`), tests that request the fixture are
 skipped with a message saying so; nothing else changes. This module imports only pytest at load

@@ -198,7 +198,9 @@ class InferenceSession:
                         raise InvalidFeedError(
                             f"input '{name}': dimension {axis} must be {want} (shape {arg.shape}), "
                             f"got shape {list(x.shape)}")
-                    if isinstance(want, str):
+                    # A symbolic dim shared by two inputs must bind to one size ("?" and
+                    # generated "unk__" names mean only "unknown", so they bind nothing).
+                    if isinstance(want, str) and want != "?" and not want.startswith("unk__"):
                         if want in symbols and symbols[want][0] != got:
                             other, oaxis = symbols[want][1].split("#")
                             raise InvalidFeedError(

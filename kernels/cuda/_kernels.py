@@ -84,17 +84,23 @@ def _dequant_acc(acc, b, scale, fclip, fp):
     return v
 
 
-@cuda.jit(device=True)
-def _mma_tile(As, Ws, acc, ar, wr, rbase, rstride, cbase, cstride, bk, tm, tn):
-    """acc[i, j] += sum_kk As[kk, rbase + i*rstride] * Ws[kk, cbase + j*cstride] (int32)."""
-    for kk in range(bk):
-        for i in range(tm):
-            ar[i] = As[kk, rbase + i * rstride]
-        for j in range(tn):
-            wr[j] = Ws[kk, cbase + j * cstride]
-        for i in range(tm):
+@functools.lru_cache(maxsize=None)
+def _make_mma(bk: int, tm: int, tn: int):
+    """Device function: acc[i, j] += sum_kk As[kk, rbase + i*rstride] * Ws[kk, cbase + j*cstride]
+    in int32. Tile sizes are closure constants so the loops unroll and acc stays in registers."""
+
+    @cuda.jit(device=True)
+    def mma(As, Ws, acc, ar, wr, rbase, rstride, cbase, cstride):
+        for kk in range(bk):
+            for i in range(tm):
+                ar[i] = As[kk, rbase + i * rstride]
             for j in range(tn):
-                acc[i, j] = int32(acc[i, j] + ar[i] * wr[j])
+                wr[j] = Ws[kk, cbase + j * cstride]
+            for i in range(tm):
+                for j in range(tn):
+                    acc[i, j] = int32(acc[i, j] + ar[i] * wr[j])
+
+    return mma
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +218,7 @@ def make_gemm_kernel(bm: int, bn: int, bk: int, tm: int, tn: int):
     tpx = bn // tn
     tpy = bm // tm
     nthreads = tpx * tpy
+    mma = _make_mma(bk, tm, tn)
 
     @cuda.jit
     def gemm(a, azp, w, wzp, bias, vec, mode, ip, fclip, fp, out):
@@ -251,7 +258,7 @@ def make_gemm_kernel(bm: int, bn: int, bk: int, tm: int, tn: int):
                     v = int32(int32(w[gn, gk]) - wzp[gn])
                 Ws[c, r] = v
             cuda.syncthreads()
-            _mma_tile(As, Ws, acc, ar, wr, ty, tpy, tx, tpx, bk, tm, tn)
+            mma(As, Ws, acc, ar, wr, ty, tpy, tx, tpx)
             cuda.syncthreads()
         ozp = ip[0]
         lo = ip[1]
@@ -282,6 +289,7 @@ def make_conv_kernel(bm: int, bn: int, bk: int, tm: int, tn: int):
     tpx = bm // tm   # threads along pixels
     tpy = bn // tn   # threads along output channels
     nthreads = tpx * tpy
+    mma = _make_mma(bk, tm, tn)
 
     @cuda.jit
     def conv(x, xzp, w, wzp, geo, bias, vec, mode, ip, fclip, fp, out):
@@ -349,7 +357,7 @@ def make_conv_kernel(bm: int, bn: int, bk: int, tm: int, tn: int):
                     v = int32(int32(w[gco, k]) - wzp[gco])
                 Ws[c, r] = v
             cuda.syncthreads()
-            _mma_tile(As, Ws, acc, ar, wr, tx, tpx, ty, tpy, bk, tm, tn)
+            mma(As, Ws, acc, ar, wr, tx, tpx, ty, tpy)
             cuda.syncthreads()
         ozp = ip[0]
         lo = ip[1]

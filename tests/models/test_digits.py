@@ -1,5 +1,5 @@
-"""The shipped digits models (qrt/data, models/) run in qrt with the accuracy recorded when they were
-made, and agree with onnxruntime.
+"""The shipped digits models (qrt/data, models/) run in qrt with the accuracy recorded when they
+were made, and agree with onnxruntime.
 
 Recorded (models/train_digits.py, models/qat_digits.py, models/quantize_digits_ort.py; 450 held-out
 images): CNN FP32 0.9933, MLP FP32 0.9756, CNN INT8 (onnxruntime quantize_static, QDQ) 0.9933 with
@@ -7,8 +7,9 @@ exact QDQ semantics, CNN QAT (QDQ) 0.9911.
 
 On CPUs without VNNI, onnxruntime's fused u8 x s8 kernels go through saturating 16-bit pairwise
 sums (AVX2 vpmaddubsw), so its optimized INT8 outputs can move off the exact QDQ result (seen on an
-AVX2 machine: logits off by up to ~3, accuracy 0.9867 on the INT8 CNN). The exact reference is onnxruntime with graph optimizations off (it then runs Q/DQ/Conv as
-written, in float): qrt is compared with that tightly, and with the optimized session loosely.
+AVX2 machine: logits off by up to ~3, accuracy 0.9867 on the INT8 CNN). The exact reference is
+onnxruntime with graph optimizations off (it then runs Q/DQ/Conv as written, in float): qrt is
+compared with that tightly, and with the optimized session loosely.
 """
 from __future__ import annotations
 
