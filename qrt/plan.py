@@ -109,7 +109,7 @@ class Plan:
                     f"{st.node.label()} failed on inputs ({shapes}): {type(e).__name__}: {e}"
                 ) from e
             if len(st.outs) == 1:
-                vals[st.outs[0]] = res[0] if isinstance(res, (tuple, list)) else res
+                vals[st.outs[0]] = res[0] if isinstance(res, tuple) else res  # a list is a sequence value
             else:
                 for s, r in zip(st.outs, res):
                     if s >= 0:

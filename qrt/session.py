@@ -175,8 +175,8 @@ class InferenceSession:
                                            f"not {type(x).__name__}")
                 feeds[name] = [np.asarray(v) for v in x]
                 continue
-            if self._kinds[name] == "optional" and x is None:
-                feeds[name] = None
+            if self._kinds[name] == "optional" and (x is None or isinstance(x, (list, tuple))):
+                feeds[name] = None if x is None else [np.asarray(v) for v in x]
                 continue
             if not isinstance(x, np.ndarray):
                 if isinstance(x, (np.generic, int, float, bool, list, tuple)):

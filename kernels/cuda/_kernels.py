@@ -219,11 +219,12 @@ def make_gemm_kernel(bm: int, bn: int, bk: int, tm: int, tn: int):
     tpy = bm // tm
     nthreads = tpx * tpy
     mma = _make_mma(bk, tm, tn)
+    bm1, bn1 = bm + 1, bn + 1  # padded shared rows (no bank conflicts); shapes must be constants
 
     @cuda.jit
     def gemm(a, azp, w, wzp, bias, vec, mode, ip, fclip, fp, out):
-        As = cuda.shared.array((bk, bm + 1), int32)
-        Ws = cuda.shared.array((bk, bn + 1), int32)
+        As = cuda.shared.array((bk, bm1), int32)
+        Ws = cuda.shared.array((bk, bn1), int32)
         acc = cuda.local.array((tm, tn), int32)
         ar = cuda.local.array(tm, int32)
         wr = cuda.local.array(tn, int32)
@@ -290,11 +291,12 @@ def make_conv_kernel(bm: int, bn: int, bk: int, tm: int, tn: int):
     tpy = bn // tn   # threads along output channels
     nthreads = tpx * tpy
     mma = _make_mma(bk, tm, tn)
+    bm1, bn1 = bm + 1, bn + 1  # padded shared rows (no bank conflicts); shapes must be constants
 
     @cuda.jit
     def conv(x, xzp, w, wzp, geo, bias, vec, mode, ip, fclip, fp, out):
-        As = cuda.shared.array((bk, bm + 1), int32)
-        Ws = cuda.shared.array((bk, bn + 1), int32)
+        As = cuda.shared.array((bk, bm1), int32)
+        Ws = cuda.shared.array((bk, bn1), int32)
         acc = cuda.local.array((tm, tn), int32)
         ar = cuda.local.array(tm, int32)
         wr = cuda.local.array(tn, int32)

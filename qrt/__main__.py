@@ -1,0 +1,3 @@
+from qrt.cli import main
+
+raise SystemExit(main())
