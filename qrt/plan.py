@@ -3,16 +3,23 @@ after which each intermediate dies (so memory is released as soon as nothing rea
 
 `Plan.execute` keeps no state between calls: every call has its own slot list, so one plan serves
 many threads at once.
+
+Dispatch is kept cheap (models with hundreds of small nodes spend much of their time here): each
+step is pre-bound once to a flat tuple (function, input slots, output slots, kwargs, frees), and
+the hot loop does no attribute or dict lookups beyond the call itself. `execute(..., profile=d)`
+accumulates wall seconds per node into `d` (keys: `Plan.step_names`, unique per node); use
+`plan.profile_by_op(d)` to sum them per op type.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from qrt import ir
-from qrt.errors import NodeExecutionError, QrtError
+from qrt.errors import NodeExecutionError
 from qrt.ops import NodeContext, resolve
 
 
@@ -26,14 +33,6 @@ class Step:
     frees: tuple[int, ...] = ()  # slots no later step reads
 
 
-def _with_node(e: Exception, node: ir.Node) -> Exception:
-    msg = f"{node.label()}: {e}"
-    try:
-        return type(e)(msg)
-    except Exception:
-        return NodeExecutionError(msg)
-
-
 def _describe(x) -> str:
     if x is None:
         return "None"
@@ -42,9 +41,19 @@ def _describe(x) -> str:
     return type(x).__name__
 
 
+def _blas_limit():
+    """The BLAS thread limiter (a no-op context when numpy's BLAS is not controllable)."""
+    try:
+        from qrt.kernels.cpu import blas_threads
+    except Exception:  # pragma: no cover - kernels always importable
+        return None
+    return blas_threads if blas_threads.available() else None
+
+
 class Plan:
     def __init__(self, graph: ir.Graph, threads: int = 1):
         self.graph = graph
+        self.threads = threads
         self.slot: dict[str, int] = {}
         for t in graph.inputs:
             self._slot(t.name)
@@ -70,6 +79,9 @@ class Plan:
         self.input_slots = {t.name: self.slot[t.name] for t in graph.inputs}
         self.output_slots = {t.name: self.slot[t.name] for t in graph.outputs}
         self._lifetimes()
+        self.step_names = self._step_names()
+        self._bind()
+        self._blas = _blas_limit()
 
     def _slot(self, name: str) -> int:
         if name not in self.slot:
@@ -90,32 +102,112 @@ class Plan:
         for k, st in enumerate(self.steps):
             st.frees = tuple(frees.get(k, ()))
 
+    def _step_names(self) -> list[str]:
+        names, seen = [], set()
+        for k, st in enumerate(self.steps):
+            base = st.node.name or f"{st.node.op_type}_{k}"
+            name = base
+            if name in seen:
+                name = f"{base}#{k}"
+            seen.add(name)
+            names.append(name)
+        return names
+
+    def _bind(self) -> None:
+        """Flat per-step tuples for the hot loop: (fn, ins, dense, out, outs, kwargs, frees, k).
+        `dense`: no omitted input (args are a plain gather); `out`: the single output slot, or -2
+        when the step has several outputs (or its only output is omitted)."""
+        bound = []
+        for k, st in enumerate(self.steps):
+            dense = all(i >= 0 for i in st.ins)
+            out = st.outs[0] if len(st.outs) == 1 and st.outs[0] >= 0 else -2
+            bound.append((st.fn, st.ins, dense, out, st.outs, st.kwargs, st.frees, k))
+        self._bound = bound
+
+    def profile_by_op(self, profile: dict) -> dict:
+        """Sum a per-node profile (filled by `execute(..., profile=d)`) per op type, largest first."""
+        by_name = {n: st.node.op_type for n, st in zip(self.step_names, self.steps)}
+        out: dict[str, float] = {}
+        for name, sec in profile.items():
+            op = by_name.get(name, name)
+            out[op] = out.get(op, 0.0) + sec
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def _fail(self, k: int, args, e: Exception):
+        st = self.steps[k]
+        shapes = ", ".join(_describe(a) for a in args)
+        return NodeExecutionError(
+            f"{st.node.label()} failed on inputs ({shapes}): {type(e).__name__}: {e}")
+
     def execute(self, feeds: dict[str, np.ndarray], names: list[str],
-                observer: Callable[[ir.Node, list, list], None] | None = None) -> list[np.ndarray]:
+                observer: Callable[[ir.Node, list, list], None] | None = None,
+                profile: dict | None = None) -> list[np.ndarray]:
+        """Run every step. `observer(node, inputs, outputs)` is called after each node;
+        `profile`, a dict, accumulates wall seconds per node (keys: `self.step_names`) over calls.
+        numpy's BLAS (float Conv/Gemm/MatMul) is limited to the plan's thread count meanwhile."""
+        blas = self._blas
+        if blas is None:
+            return self._run(feeds, names, observer, profile)
+        with blas.limit(self.threads):
+            return self._run(feeds, names, observer, profile)
+
+    def _run(self, feeds, names, observer, profile):
         vals = list(self.base)
+        input_slots = self.input_slots
         for name, arr in feeds.items():
-            vals[self.input_slots[name]] = arr
-        for st in self.steps:
-            args = [vals[i] if i >= 0 else None for i in st.ins]
+            vals[input_slots[name]] = arr
+        if observer is not None or profile is not None:
+            self._run_slow(vals, observer, profile)
+        else:
+            for fn, ins, dense, out, outs, kwargs, frees, k in self._bound:
+                if dense:
+                    args = [vals[i] for i in ins]
+                else:
+                    args = [vals[i] if i >= 0 else None for i in ins]
+                try:
+                    res = fn(*args, **kwargs)
+                except NodeExecutionError:
+                    raise
+                except Exception as e:
+                    raise self._fail(k, args, e) from e
+                if out >= 0:
+                    vals[out] = res[0] if isinstance(res, (tuple, list)) else res
+                else:
+                    self._store(vals, outs, res)
+                for s in frees:
+                    vals[s] = None
+        slot = self.slot
+        return [vals[slot[n]] for n in names]
+
+    @staticmethod
+    def _store(vals, outs, res):
+        if len(outs) == 1:  # the only output is omitted
+            return
+        for s, r in zip(outs, res):
+            if s >= 0:
+                vals[s] = r
+
+    def _run_slow(self, vals, observer, profile):
+        perf = time.perf_counter
+        step_names = self.step_names
+        steps = self.steps
+        for fn, ins, dense, out, outs, kwargs, frees, k in self._bound:
+            args = [vals[i] if i >= 0 else None for i in ins]
+            t0 = perf()
             try:
-                res = st.fn(*args, **st.kwargs)
+                res = fn(*args, **kwargs)
             except NodeExecutionError:
                 raise
-            except QrtError as e:  # keep the specific type (e.g. InvalidQuantParamsError)
-                raise _with_node(e, st.node) from e
             except Exception as e:
-                shapes = ", ".join(_describe(a) for a in args)
-                raise NodeExecutionError(
-                    f"{st.node.label()} failed on inputs ({shapes}): {type(e).__name__}: {e}"
-                ) from e
-            if len(st.outs) == 1:
-                vals[st.outs[0]] = res[0] if isinstance(res, tuple) else res  # a list is a sequence value
+                raise self._fail(k, args, e) from e
+            if profile is not None:
+                key = step_names[k]
+                profile[key] = profile.get(key, 0.0) + (perf() - t0)
+            if out >= 0:
+                vals[out] = res[0] if isinstance(res, (tuple, list)) else res
             else:
-                for s, r in zip(st.outs, res):
-                    if s >= 0:
-                        vals[s] = r
+                self._store(vals, outs, res)
             if observer is not None:
-                observer(st.node, args, [vals[s] if s >= 0 else None for s in st.outs])
-            for s in st.frees:
+                observer(steps[k].node, args, [vals[s] if s >= 0 else None for s in outs])
+            for s in frees:
                 vals[s] = None
-        return [vals[self.slot[n]] for n in names]

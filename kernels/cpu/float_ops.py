@@ -38,3 +38,77 @@ def depthwise_conv2d(xp, w, out, sh, sw, dh, dw, mult):
                             for j in range(ow):
                                 orow[j] += row[base + j * sw] * wv
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Elementwise kernels of the fused integer ops (qrt/ops/fused.py QAdd/QMul): float32 rescale of the
+# integer operands, round half to even, saturate. Bit-exact with the numpy twins in fused.py
+# (every step is the same float32 operation; the sum/product of two codes is exact).
+# `b` is either as long as `a` (same shape) or one element (broadcast scalar); other broadcasts
+# use the 4-D kernels below on broadcast views.
+# ------------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sat(y, zy, lo, hi):
+    y = np.float32(np.rint(y)) + zy
+    if y < lo:
+        y = lo
+    elif y > hi:
+        y = hi
+    return np.int32(y)
+
+
+@nb.njit(cache=True, nogil=True)
+def qadd_flat(a, b, out, za, zb, ma, mb, zy, lo, hi):
+    n = a.size
+    if b.size == n:
+        for i in range(n):
+            va = np.float32(np.int32(a[i]) - za) * ma
+            vb = np.float32(np.int32(b[i]) - zb) * mb
+            out[i] = _sat(va + vb, zy, lo, hi)
+    else:
+        vb = np.float32(np.int32(b[0]) - zb) * mb
+        for i in range(n):
+            va = np.float32(np.int32(a[i]) - za) * ma
+            out[i] = _sat(va + vb, zy, lo, hi)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def qmul_flat(a, b, out, za, zb, m, zy, lo, hi):
+    n = a.size
+    if b.size == n:
+        for i in range(n):
+            p = (np.int32(a[i]) - za) * (np.int32(b[i]) - zb)
+            out[i] = _sat(np.float32(p) * m, zy, lo, hi)
+    else:
+        vb = np.int32(b[0]) - zb
+        for i in range(n):
+            p = (np.int32(a[i]) - za) * vb
+            out[i] = _sat(np.float32(p) * m, zy, lo, hi)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def qadd_4d(a, b, out, za, zb, ma, mb, zy, lo, hi):
+    """a, b: 4-D views broadcast to out's shape (zero strides allowed); out C-contiguous."""
+    d0, d1, d2, d3 = out.shape
+    for i in range(d0):
+        for j in range(d1):
+            for k in range(d2):
+                for l in range(d3):
+                    va = np.float32(np.int32(a[i, j, k, l]) - za) * ma
+                    vb = np.float32(np.int32(b[i, j, k, l]) - zb) * mb
+                    out[i, j, k, l] = _sat(va + vb, zy, lo, hi)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def qmul_4d(a, b, out, za, zb, m, zy, lo, hi):
+    d0, d1, d2, d3 = out.shape
+    for i in range(d0):
+        for j in range(d1):
+            for k in range(d2):
+                for l in range(d3):
+                    p = (np.int32(a[i, j, k, l]) - za) * (np.int32(b[i, j, k, l]) - zb)
+                    out[i, j, k, l] = _sat(np.float32(p) * m, zy, lo, hi)
+    return out

@@ -285,7 +285,7 @@ def make_conv_kernel(bm: int, bn: int, bk: int, tm: int, tn: int):
     Per group g (grid z): rows are output pixels p = (n, oh, ow), columns the group's output
     channels, K = (C/group) * KH * KW in im2col order (c, ki, kj). A padded tap reads as the input
     zero point, i.e. contributes 0. Block (bm//tm, bn//tn): thread x runs along pixels so stores to
-    NCHW are coalesced. geo: int64[10] (KH, KW, SH, SW, PT, PL, DH, DW, OH, OW).
+    NCHW are coalesced. geo: a tuple of 10 ints, by value (KH, KW, SH, SW, PT, PL, DH, DW, OH, OW).
     """
     tpx = bm // tm   # threads along pixels
     tpy = bn // tn   # threads along output channels

@@ -201,7 +201,7 @@ def _out(out, shape, dtype):
 # quantize / dequantize
 # ---------------------------------------------------------------------------------------------
 
-def _channel_params(shape, scale, zero_point, axis, zp_dtype):
+def _channel_params(shape, scale, zero_point, axis):
     scale = np.asarray(scale, np.float32).reshape(-1)
     zp = np.asarray(zero_point if zero_point is not None else 0).reshape(-1)
     if axis is None or scale.size == 1:
@@ -226,7 +226,7 @@ def quantize_cuda(x, scale, zero_point, dtype=np.uint8, axis=None, out=None, str
     if np.dtype(xd.dtype) != np.float32:
         raise TypeError(f"quantize input must be float32, got {xd.dtype}")
     shape = tuple(xd.shape)
-    sc, zp, inner = _channel_params(shape, scale, zero_point, axis, dtype)
+    sc, zp, inner = _channel_params(shape, scale, zero_point, axis)
     lo, hi = ref.qrange(dtype)
     y = _out(out, shape, dtype)
     n = int(np.prod(shape, dtype=np.int64))
@@ -242,7 +242,7 @@ def dequantize_cuda(q, scale, zero_point=0, axis=None, out=None, stream=0):
     qd = to_device(q, None, stream)
     _check_int8(qd.dtype, "dequantize input")
     shape = tuple(qd.shape)
-    sc, zp, inner = _channel_params(shape, scale, zero_point, axis, qd.dtype)
+    sc, zp, inner = _channel_params(shape, scale, zero_point, axis)
     y = _out(out, shape, np.float32)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
@@ -305,7 +305,8 @@ def qlinear_cuda(a, a_zero_point, weight, ep, out=None, stream=0, tile: TileConf
 
 
 def _conv_geometry(x_shape, kernel_shape, strides, pads, dilations):
-    """Normalise 1-D/2-D conv attributes to 2-D; returns (x4 shape, geo int64[10], out spatial)."""
+    """Normalise 1-D/2-D conv attributes to 2-D; returns (x4 shape, geo: 10 ints passed to the
+    kernel by value, out spatial, nd)."""
     nd = len(x_shape) - 2
     if nd not in (1, 2):
         raise ValueError(f"CUDA conv supports 1-D and 2-D convolutions, got input {x_shape}")
@@ -327,8 +328,8 @@ def _conv_geometry(x_shape, kernel_shape, strides, pads, dilations):
     if min(out_sp) <= 0:
         raise ValueError(f"conv output would be empty: input {x_shape}, kernel {kernel_shape}, "
                          f"pads {pads}, strides {strides}, dilations {dilations}")
-    geo = np.array([kernel_shape[0], kernel_shape[1], strides[0], strides[1], pads[0], pads[1],
-                    dilations[0], dilations[1], out_sp[0], out_sp[1]], np.int64)
+    geo = tuple(int(v) for v in (kernel_shape[0], kernel_shape[1], strides[0], strides[1], pads[0],
+                                 pads[1], dilations[0], dilations[1], out_sp[0], out_sp[1]))
     return x4, geo, out_sp, nd
 
 
@@ -345,7 +346,7 @@ def qconv_cuda(x, x_zero_point, weight, ep, kernel_shape, strides=None, pads=Non
     _check_int8(xd.dtype, "conv input")
     x4, geo, out_sp, nd = _conv_geometry(tuple(xd.shape), kernel_shape, strides, pads, dilations)
     nb, c = x4[0], x4[1]
-    khw = int(geo[0] * geo[1])
+    khw = geo[0] * geo[1]
     if group < 1 or c % group or cw.n % group:
         raise ValueError(f"group={group} must divide input channels {c} and output channels {cw.n}")
     if cw.k != (c // group) * khw:
@@ -365,13 +366,12 @@ def qconv_cuda(x, x_zero_point, weight, ep, kernel_shape, strides=None, pads=Non
     y = _out(out, final_shape, cep.out_dtype)
     y4 = y.reshape(*out_shape4) if nd == 1 else y
     xzp = _scalar_zp(x_zero_point, "input zero point")
-    geo_d = cuda.to_device(geo, stream=stream)
     total = nb * cw.n * out_sp[0] * out_sp[1]
     if total == 0:
         return y
     if algo == "depthwise":
         K.depthwise_kernel[_ew_grid(total), K.EW_THREADS, stream](
-            x4d, xzp, cw.w, cw.zero_point, geo_d, cep.bias, cep.vec, cep.mode, cep.ip, cep.fclip,
+            x4d, xzp, cw.w, cw.zero_point, geo, cep.bias, cep.vec, cep.mode, cep.ip, cep.fclip,
             cep.fp, y4)
     else:
         p = nb * out_sp[0] * out_sp[1]
@@ -379,7 +379,7 @@ def qconv_cuda(x, x_zero_point, weight, ep, kernel_shape, strides=None, pads=Non
         kern = K.make_conv_kernel(tile.bm, tile.bn, tile.bk, tile.tm, tile.tn)
         grid = ((p + tile.bm - 1) // tile.bm, (coutg + tile.bn - 1) // tile.bn, group)
         block = (tile.bm // tile.tm, tile.bn // tile.tn)
-        kern[grid, block, stream](x4d, xzp, cw.w, cw.zero_point, geo_d, cep.bias, cep.vec,
+        kern[grid, block, stream](x4d, xzp, cw.w, cw.zero_point, geo, cep.bias, cep.vec,
                                   cep.mode, cep.ip, cep.fclip, cep.fp, y4)
     return y
 

@@ -171,12 +171,91 @@ _CONV_ATTRS = dict(_EPI_ATTRS, kernel_shape=None, strides=None, pads=None, dilat
                    auto_pad="NOTSET")
 
 
+def _threads_for(macs: int, threads: int) -> int:
+    """Parallel kernels only for work that pays for the fork/join: below `_PAR_MIN_MACS` the call
+    runs on one thread (each parallel launch costs microseconds, and far more when the cores are
+    shared and a worker has to be scheduled first). Results never depend on the thread count."""
+    return threads if threads > 1 and macs >= _PAR_MIN_MACS else 1
+
+
+_PAR_MIN_MACS = 1 << 21
+
+
+def _conv_prepared(state, x_shape, w, w_zp, group, strides, pads, dilations, auto_pad):
+    """Per input shape: (strides, pads, dilations, out_sp, macs) and the packed conv weight
+    (once per node). None when the fast kernels cannot take it (K beyond max_exact_k)."""
+    key = ("geom", x_shape)
+    g = state.get(key)
+    if g is not None:
+        return g
+    nd = w.ndim - 2
+    kshape = tuple(w.shape[2:])
+    st = tuple(strides or (1,) * nd)
+    dl = tuple(dilations or (1,) * nd)
+    pd = tuple(_resolve_pads(x_shape, kshape, st, dl, pads, auto_pad))
+    out_sp = tuple((x_shape[2 + i] + pd[i] + pd[i + nd] - (dl[i] * (kshape[i] - 1) + 1)) // st[i] + 1
+                   for i in range(nd))
+    m = w.shape[0]
+    pcw = state.get("pcw")
+    if pcw is None and "pcw" not in state:
+        k = int(np.prod(w.shape[1:]))
+        pcw = None
+        if k <= _ref.max_exact_k() // 4 * 4 and hasattr(_ql, "pack_conv_weight"):
+            wzp = np.broadcast_to(np.asarray(w_zp, np.int32).reshape(-1), (m,))
+            pcw = _ql.pack_conv_weight(w, wzp, group)
+        state["pcw"] = pcw
+    macs = x_shape[0] * m * int(np.prod(out_sp)) * int(np.prod(w.shape[1:]))
+    g = state[key] = (st, pd, dl, out_sp, macs, pcw)
+    return g
+
+
 @register("QConv", domain="qrt", since=1, ctx=True, attrs=_CONV_ATTRS)
 def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale, x_zp,
           w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state,
           kernel_shape, strides, pads, dilations, group, auto_pad, ctx):
     """Integer Conv: x (N, C, *spatial) u8/s8, w (M, C/group, *k) s8/u8 constant."""
-    state = _state(state)
+    if state is None:
+        state = {}
+    st, pd, dl, out_sp, macs, pcw = _conv_prepared(state, x.shape, w, w_zp, group, strides, pads,
+                                                   dilations, auto_pad)
+    if pcw is None:
+        return _qconv_generic(x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f, x_scale, x_zp, w_scale,
+                              out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, state,
+                              strides, pads, dilations, group, auto_pad, ctx)
+    m = w.shape[0]
+    nd = w.ndim - 2
+    dyn = x_scale_in is not None
+    threads = _threads_for(macs, ctx.threads)
+    if dyn:
+        a_zp = _zp_scalar(x_zp_in)
+        ep = make_epilogue(m, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo,
+                           hi, *((None, None) if bias_f is not None else (lo_f, hi_f)),
+                           dyn_scale=np.asarray(x_scale_in).reshape(-1)[0])
+    else:
+        a_zp = int(x_zp)
+        ep = state.get("ep")
+        if ep is None:
+            ep = state["ep"] = make_epilogue(
+                m, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
+                *((None, None) if bias_f is not None else (lo_f, hi_f)))
+    if np.dtype(ep.out_dtype) == np.int32:
+        y = _ql.qconv(x, a_zp, pcw, None, st, pd, dl, threads)
+        if ep.bias is not None:
+            y = (y.astype(np.int64) + np.asarray(ep.bias, np.int64).reshape((1, m) + (1,) * nd)
+                 ).clip(-(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+        return y
+    y = _ql.qconv(x, a_zp, pcw, ep, st, pd, dl, threads)
+    if bias_f is not None:
+        y = y + np.asarray(bias_f, np.float32).reshape((1, m) + (1,) * nd)
+        if lo_f is not None or hi_f is not None:
+            y = np.clip(y, lo_f, hi_f)
+    return y
+
+
+def _qconv_generic(x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f, x_scale, x_zp, w_scale,
+                   out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, state, strides, pads,
+                   dilations, group, auto_pad, ctx):
+    """numpy im2col + `linear` (K split into exact chunks) / shifted-tap depthwise: any K."""
     nd = w.ndim - 2
     kshape = tuple(w.shape[2:])
     strides = tuple(strides or (1,) * nd)

@@ -243,7 +243,7 @@ def _saturate_round(v: np.ndarray, zp, dtype: np.dtype) -> np.ndarray:
     lo, hi = qrange(dtype)
     if v.dtype == np.float16:  # f16 cannot hold 65535 or add a zero point exactly; f32 can
         v = v.astype(np.float32)
-    y = np.rint(v)
+    y = np.asarray(np.rint(v))  # a 0-d input gives a numpy scalar; out= needs an array
     if zp is not None:
         # |y| >= 2**24 saturates whatever the (at most 16-bit) zero point, so float adds are exact
         # wherever the result is not saturated.

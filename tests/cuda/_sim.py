@@ -13,6 +13,8 @@ import os
 import sys
 
 REAL_GPU = os.environ.get("QRT_TEST_REAL_GPU", "0") not in ("", "0")
+# NUMBA_ENABLE_CUDASIM as it was before this module ran (restored after importing numba.cuda)
+PREV_ENV = os.environ.get("NUMBA_ENABLE_CUDASIM")
 
 
 def _is_simulator(mod) -> bool:
@@ -28,7 +30,7 @@ def _load() -> tuple[str | None, bool]:
             return ("numba.cuda was imported for a real device before tests/cuda were collected and "
                     "no GPU is available; run tests/cuda in their own pytest process"), False
         return None, sim
-    prev = os.environ.get("NUMBA_ENABLE_CUDASIM")
+    prev = PREV_ENV
     if not REAL_GPU:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     try:

@@ -7,7 +7,7 @@ import pytest
 
 import qrt.cuda_device as cd
 from qrt.errors import QrtError
-from tests.cuda._sim import SIMULATOR, SKIP_REASON
+from tests.cuda._sim import PREV_ENV, SIMULATOR, SKIP_REASON
 
 
 def _clean_env():
@@ -25,8 +25,7 @@ def test_importing_qrt_does_not_import_numba_cuda():
 
 def test_simulator_env_does_not_leak():
     """tests/cuda set NUMBA_ENABLE_CUDASIM only while importing numba.cuda."""
-    assert "NUMBA_ENABLE_CUDASIM" not in os.environ or os.environ["NUMBA_ENABLE_CUDASIM"] == "1" \
-        and not SIMULATOR
+    assert os.environ.get("NUMBA_ENABLE_CUDASIM") == PREV_ENV
 
 
 def test_require_cuda_without_numba_cuda(monkeypatch):
@@ -58,3 +57,13 @@ def test_require_cuda_simulator(monkeypatch):
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM")
     with pytest.raises(QrtError, match="no CUDA GPU found: numba.cuda was already imported as the"):
         cd.require_cuda()
+
+
+def test_every_kernel_lowers_for_a_real_gpu():
+    """The simulator never compiles kernels: lower them for sm_80 in a clean process."""
+    script = os.path.join(os.path.dirname(__file__), "lower_for_gpu.py")
+    r = subprocess.run([sys.executable, script], capture_output=True, text=True, env=_clean_env(),
+                       timeout=300)
+    if r.returncode == 3:
+        pytest.skip(r.stdout.strip())
+    assert r.returncode == 0, r.stdout + r.stderr
