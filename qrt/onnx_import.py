@@ -276,6 +276,7 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
             f"{label}: {len(unsupported)} unsupported op type(s): " + "; ".join(parts),
             [(op, dom, names) for (op, dom), names in sorted(unsupported.items())])
 
+    nodes = _constants_to_initializers(nodes, inits, outputs, opsets[""], label)
     graph = ir.Graph(nodes, inputs, outputs, inits, {}, opsets, g.name, label)
     graph.metadata = {p.key: p.value for p in proto.metadata_props}
     check_graph(graph)
@@ -289,6 +290,30 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     for ti in inputs + outputs:
         graph.value_info.setdefault(ti.name, ti)
     return graph
+
+
+def _constants_to_initializers(nodes, inits, outputs, opset, label):
+    """Constant nodes become initializers at load time, so every pass sees their values as the
+    constants they are (exporters such as paddle2onnx write weights as Constant nodes). A Constant
+    that is itself a graph output stays a node (its value must be copied out per run anyway)."""
+    out_names = {o.name for o in outputs}
+    kept = []
+    for node in nodes:
+        if node.op_type != "Constant" or node.domain != "" or node.outputs[0] in out_names \
+                or node.outputs[0] in inits:
+            kept.append(node)
+            continue
+        opdef = resolve("Constant", "", opset)
+        kwargs = {a: node.attrs.get(a, d) for a, d in opdef.attrs.items()}
+        if any(v is REQUIRED for v in kwargs.values()):
+            kept.append(node)  # reported as a missing attribute below
+            continue
+        try:
+            value = opdef.fn(**kwargs)
+        except Exception as e:
+            raise ModelLoadError(f"{label}: {node.label()}: bad value: {e}") from e
+        inits[node.outputs[0]] = value
+    return kept
 
 
 def check_graph(graph: ir.Graph) -> None:

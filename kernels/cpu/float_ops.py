@@ -45,7 +45,9 @@ def depthwise_conv2d(xp, w, out, sh, sw, dh, dw, mult):
 # integer operands, round half to even, saturate. Bit-exact with the numpy twins in fused.py
 # (every step is the same float32 operation; the sum/product of two codes is exact).
 # `b` is either as long as `a` (same shape) or one element (broadcast scalar); other broadcasts
-# use the 4-D kernels below on broadcast views.
+# use the 4-D kernels below on broadcast views. Integer intermediates are cast back to int32
+# explicitly: numba widens int32 arithmetic to int64, and int64 -> float32 does not vectorise on AVX2
+# (3-4x slower).
 # ------------------------------------------------------------------------------------------------
 @nb.njit(cache=True, nogil=True, inline="always")
 def _sat(y, zy, lo, hi):
@@ -62,13 +64,13 @@ def qadd_flat(a, b, out, za, zb, ma, mb, zy, lo, hi):
     n = a.size
     if b.size == n:
         for i in range(n):
-            va = np.float32(np.int32(a[i]) - za) * ma
-            vb = np.float32(np.int32(b[i]) - zb) * mb
+            va = np.float32(np.int32(np.int32(a[i]) - za)) * ma
+            vb = np.float32(np.int32(np.int32(b[i]) - zb)) * mb
             out[i] = _sat(va + vb, zy, lo, hi)
     else:
-        vb = np.float32(np.int32(b[0]) - zb) * mb
+        vb = np.float32(np.int32(np.int32(b[0]) - zb)) * mb
         for i in range(n):
-            va = np.float32(np.int32(a[i]) - za) * ma
+            va = np.float32(np.int32(np.int32(a[i]) - za)) * ma
             out[i] = _sat(va + vb, zy, lo, hi)
     return out
 
@@ -78,12 +80,12 @@ def qmul_flat(a, b, out, za, zb, m, zy, lo, hi):
     n = a.size
     if b.size == n:
         for i in range(n):
-            p = (np.int32(a[i]) - za) * (np.int32(b[i]) - zb)
+            p = np.int32((np.int32(a[i]) - za) * (np.int32(b[i]) - zb))
             out[i] = _sat(np.float32(p) * m, zy, lo, hi)
     else:
-        vb = np.int32(b[0]) - zb
+        vb = np.int32(np.int32(b[0]) - zb)
         for i in range(n):
-            p = (np.int32(a[i]) - za) * vb
+            p = np.int32((np.int32(a[i]) - za) * vb)
             out[i] = _sat(np.float32(p) * m, zy, lo, hi)
     return out
 
@@ -96,8 +98,8 @@ def qadd_4d(a, b, out, za, zb, ma, mb, zy, lo, hi):
         for j in range(d1):
             for k in range(d2):
                 for l in range(d3):
-                    va = np.float32(np.int32(a[i, j, k, l]) - za) * ma
-                    vb = np.float32(np.int32(b[i, j, k, l]) - zb) * mb
+                    va = np.float32(np.int32(np.int32(a[i, j, k, l]) - za)) * ma
+                    vb = np.float32(np.int32(np.int32(b[i, j, k, l]) - zb)) * mb
                     out[i, j, k, l] = _sat(va + vb, zy, lo, hi)
     return out
 
@@ -109,6 +111,6 @@ def qmul_4d(a, b, out, za, zb, m, zy, lo, hi):
         for j in range(d1):
             for k in range(d2):
                 for l in range(d3):
-                    p = (np.int32(a[i, j, k, l]) - za) * (np.int32(b[i, j, k, l]) - zb)
+                    p = np.int32((np.int32(a[i, j, k, l]) - za) * (np.int32(b[i, j, k, l]) - zb))
                     out[i, j, k, l] = _sat(np.float32(p) * m, zy, lo, hi)
     return out

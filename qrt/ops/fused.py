@@ -398,16 +398,52 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
 @register("QLut", domain="qrt", since=1, attrs={"table": None, "in_lo": 0, "kernel": ""})
 def qlut(x, *, table, in_lo, kernel):
     """y = table[x - qmin(x)]: a whole DQ -> float chain -> Q of one input, precomputed per code."""
+    if in_lo == 0 and x.dtype == np.uint8:
+        return table[x]
+    if in_lo == -128 and x.dtype == np.int8:  # x - (-128) == the byte with its top bit flipped
+        return table[x.view(np.uint8) ^ np.uint8(128)]
     return table[x.astype(np.int32) - in_lo]
 
 
 _BIN_ATTRS = {"a_scale": None, "a_zp": 0, "b_scale": None, "b_zp": 0, "y_scale": None, "y_zp": 0,
               "out_dtype": "uint8", "kernel": ""}
+_INT8 = (np.dtype(np.uint8), np.dtype(np.int8))
+_fo = None
+
+
+def _float_ops():
+    global _fo
+    if _fo is None:
+        from qrt.kernels.cpu import float_ops
+        _fo = float_ops
+    return _fo
 
 
 def _saturate(y, y_zp, out_dtype):
     lo, hi = _ref.qrange(out_dtype)
     return np.clip(y + np.float32(y_zp), lo, hi).astype(out_dtype)
+
+
+def _binary_fast(flat, quad, a, b, out_dtype, consts):
+    """Run the Numba twin of QAdd/QMul when the operands are 8-bit and the broadcast is simple
+    (same shape, a one-element side, or rank <= 4); None otherwise (numpy path)."""
+    odt = np.dtype(out_dtype)
+    if a.dtype not in _INT8 or b.dtype not in _INT8 or odt not in _INT8:
+        return None
+    lo, hi = _ref.qrange(odt)
+    tail = consts + (np.float32(lo), np.float32(hi))
+    if a.shape == b.shape or b.size == 1 and b.ndim <= a.ndim:
+        out = np.empty(a.shape, odt)
+        flat(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+             out.reshape(-1), *tail)
+        return out
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    if len(shape) > 4:
+        return None
+    s4 = (1,) * (4 - len(shape)) + shape
+    out = np.empty(s4, odt)
+    quad(np.broadcast_to(a, shape).reshape(s4), np.broadcast_to(b, shape).reshape(s4), out, *tail)
+    return out.reshape(shape)
 
 
 @register("QAdd", domain="qrt", since=1, attrs=dict(_BIN_ATTRS))
@@ -416,6 +452,13 @@ def qadd(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel
     from the float path (DQ, Add, Q)."""
     ma = np.float32(np.float64(a_scale) / np.float64(y_scale))
     mb = np.float32(np.float64(b_scale) / np.float64(y_scale))
+    if a.size == 1 and b.size > 1 and a.ndim <= b.ndim:  # the float sum commutes exactly
+        a, b, ma, mb, a_zp, b_zp = b, a, mb, ma, b_zp, a_zp
+    fo = _float_ops()
+    y = _binary_fast(fo.qadd_flat, fo.qadd_4d, a, b, out_dtype,
+                     (np.int32(a_zp), np.int32(b_zp), ma, mb, np.float32(y_zp)))
+    if y is not None:
+        return y
     va = (a.astype(np.int32) - np.int32(a_zp)).astype(np.float32) * ma
     vb = (b.astype(np.int32) - np.int32(b_zp)).astype(np.float32) * mb
     return _saturate(np.rint(va + vb), y_zp, out_dtype)
@@ -426,5 +469,12 @@ def qmul(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel
     """y = sat(rint(float32((a - za)(b - zb)) * float32(sa*sb/sy)) + zy): the product is exact in
     int32 and float32 (|.| <= 65025); at most one step from the float path."""
     m = np.float32(np.float64(a_scale) * np.float64(b_scale) / np.float64(y_scale))
+    if a.size == 1 and b.size > 1 and a.ndim <= b.ndim:  # the integer product commutes
+        a, b, a_zp, b_zp = b, a, b_zp, a_zp
+    fo = _float_ops()
+    y = _binary_fast(fo.qmul_flat, fo.qmul_4d, a, b, out_dtype,
+                     (np.int32(a_zp), np.int32(b_zp), m, np.float32(y_zp)))
+    if y is not None:
+        return y
     p = (a.astype(np.int32) - np.int32(a_zp)) * (b.astype(np.int32) - np.int32(b_zp))
     return _saturate(np.rint(p.astype(np.float32) * m), y_zp, out_dtype)
