@@ -88,6 +88,13 @@ class InferenceSession:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         self.threads = threads
         self.device = device
+        if device == "cuda":
+            from qrt.cuda_device import require_cuda
+            self.cuda_info = require_cuda()  # clear error when numba-cuda, a driver or a GPU is missing
+            # The CUDA kernels exist and are tested (qrt.kernels.cuda), but the plan does not yet
+            # place graphs on the GPU; refuse rather than run on the CPU behind the user's back.
+            raise QrtError("device='cuda': running whole graphs on the GPU is not implemented yet; "
+                           "the int8 CUDA kernels are available in qrt.kernels.cuda")
         self._graph = onnx_import.load_graph(model)
         if dynamic_quantization is None:  # models from qrt's quantize_dynamic ask for it
             dynamic_quantization = _asks_for_dynamic(self._graph)

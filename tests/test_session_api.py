@@ -149,3 +149,15 @@ def test_model_from_path_bytes_and_proto(tmp_path):
             for src in (str(p), p, m.SerializeToString(), m)]
     for o in outs:
         np.testing.assert_array_equal(o, 2 * a)
+
+
+def test_cuda_device_is_refused_clearly_without_gpu_support():
+    # No GPU here (and the graph-level CUDA path is not wired yet): a clear QrtError, never a silent
+    # run on the CPU.
+    with pytest.raises(qrt.QrtError, match="CUDA|cuda"):
+        qrt.InferenceSession(two_input_model(), device="cuda")
+
+
+def test_unknown_device():
+    with pytest.raises(ValueError, match="device"):
+        qrt.InferenceSession(two_input_model(), device="tpu")
