@@ -56,6 +56,8 @@ class Graph:
     # Source nodes removed by passes: name -> {"precision", "kernel", "reason"} for the report.
     folded: dict[str, dict] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props
+    # (name, op_type) of every node as the file wrote it, for the lowering report.
+    source_nodes: list[tuple[str, str]] = field(default_factory=list)
 
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}

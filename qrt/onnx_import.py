@@ -276,8 +276,12 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
             f"{label}: {len(unsupported)} unsupported op type(s): " + "; ".join(parts),
             [(op, dom, names) for (op, dom), names in sorted(unsupported.items())])
 
-    nodes = _constants_to_initializers(nodes, inits, outputs, opsets[""], label)
+    folded: dict[str, dict] = {}
+    order = [(n.name, n.op_type) for n in nodes]
+    nodes = _constants_to_initializers(nodes, inits, outputs, opsets[""], label, folded)
     graph = ir.Graph(nodes, inputs, outputs, inits, {}, opsets, g.name, label)
+    graph.folded = folded
+    graph.source_nodes = order
     graph.metadata = {p.key: p.value for p in proto.metadata_props}
     check_graph(graph)
     for node in graph.nodes:
@@ -292,7 +296,7 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     return graph
 
 
-def _constants_to_initializers(nodes, inits, outputs, opset, label):
+def _constants_to_initializers(nodes, inits, outputs, opset, label, folded):
     """Constant nodes become initializers at load time, so every pass sees their values as the
     constants they are (exporters such as paddle2onnx write weights as Constant nodes). A Constant
     that is itself a graph output stays a node (its value must be copied out per run anyway)."""
@@ -313,6 +317,8 @@ def _constants_to_initializers(nodes, inits, outputs, opset, label):
         except Exception as e:
             raise ModelLoadError(f"{label}: {node.label()}: bad value: {e}") from e
         inits[node.outputs[0]] = value
+        folded[node.name] = {"precision": "float", "kernel": "folded at load",
+                             "reason": "Constant node: its value is stored as an initializer"}
     return kept
 
 

@@ -171,7 +171,7 @@ class Plan:
                 except Exception as e:
                     raise self._fail(k, args, e) from e
                 if out >= 0:
-                    vals[out] = res[0] if isinstance(res, (tuple, list)) else res
+                    vals[out] = res[0] if isinstance(res, tuple) else res  # a list is a sequence value
                 else:
                     self._store(vals, outs, res)
                 for s in frees:
@@ -204,7 +204,7 @@ class Plan:
                 key = step_names[k]
                 profile[key] = profile.get(key, 0.0) + (perf() - t0)
             if out >= 0:
-                vals[out] = res[0] if isinstance(res, (tuple, list)) else res
+                vals[out] = res[0] if isinstance(res, tuple) else res  # a list is a sequence value
             else:
                 self._store(vals, outs, res)
             if observer is not None:

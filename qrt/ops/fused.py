@@ -112,16 +112,25 @@ def make_epilogue(n, out_dtype, bias, x_scale, x_zp_unused, w_scale, multiplier,
 def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale, x_zp,
           w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state, ctx):
     """y[..., N] = x[..., K] (integer, per-tensor params) x w (N, K) integer constant."""
-    state = _state(state)
+    if state is None:
+        state = {}
     n, k = w.shape
     lead = x.shape[:-1]
     a = np.ascontiguousarray(x.reshape(-1, k))
     dyn = x_scale_in is not None
-    a_zp = _zp_scalar(x_zp_in) if dyn else int(x_zp)
-    ep = make_epilogue(n, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
-                       *((None, None) if bias_f is not None else (lo_f, hi_f)),
-                       dyn_scale=np.asarray(x_scale_in).reshape(-1)[0] if dyn else None)
-    y = linear(a, a_zp, w, w_zp, ep, state, "w", ctx.threads)
+    if dyn:
+        a_zp = _zp_scalar(x_zp_in)
+        ep = make_epilogue(n, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo,
+                           hi, *((None, None) if bias_f is not None else (lo_f, hi_f)),
+                           dyn_scale=np.asarray(x_scale_in).reshape(-1)[0])
+    else:
+        a_zp = int(x_zp)
+        ep = state.get("ep")
+        if ep is None:  # constant: built once per node
+            ep = state["ep"] = make_epilogue(
+                n, out_dtype, bias, x_scale, None, w_scale, multiplier, scale, y_zp, lo, hi,
+                *((None, None) if bias_f is not None else (lo_f, hi_f)))
+    y = linear(a, a_zp, w, w_zp, ep, state, "w", _threads_for(a.shape[0] * n * k, ctx.threads))
     if bias_f is not None:
         y = y + bias_f
         if lo_f is not None or hi_f is not None:
@@ -388,6 +397,18 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
     mm, nn = a.shape[-2], b.shape[-1]
     ep = make_epilogue(nn, out_dtype, None, None, None, None, multiplier, scale, y_zp, lo, hi, lo_f,
                        hi_f)
+    kk = a.shape[-1]
+    if np.dtype(out_dtype) in (np.uint8, np.int8, np.float32) and kk <= _ref.max_exact_k():
+        # Exact integer sums through float64 BLAS (|sum| <= K * 255 * 255 < 2**53, so every
+        # product and partial sum is exact), one batched call instead of packing B per batch
+        # index; then the same epilogue kernel the packed GEMM runs (bit-exact twins).
+        af = ab.astype(np.float64)
+        af -= np.float64(a_zp)
+        bf = bb.astype(np.float64)
+        bf -= np.float64(b_zp)
+        acc = np.matmul(af, bf).astype(np.int32)
+        y = _ql.apply_epilogue(acc.reshape(-1, nn), ep)
+        return y.reshape(batch + (mm, nn))
     out = np.empty(batch + (mm, nn), np.dtype(out_dtype))
     for idx in np.ndindex(*batch):
         pw = _ql.pack_weight(np.ascontiguousarray(bb[idx].T), b_zp)

@@ -33,7 +33,7 @@ def run_pipeline(graph: ir.Graph, *, optimize: bool = True, dynamic_quantization
     """Rewrite `graph` in place; return the lowering report (one entry per source node)."""
     import importlib
 
-    source = [(n.name, n.op_type) for n in graph.nodes]
+    source = list(graph.source_nodes) or [(n.name, n.op_type) for n in graph.nodes]
     opts = PassOptions(dynamic_quantization, device)
     if optimize:
         for modname in PIPELINE:
