@@ -32,12 +32,14 @@ def relu(x):
 
 
 def _clamp(x, lo, hi):
-    out = x
     if lo is not None:
-        out = np.maximum(out, lo)
+        out = np.maximum(x, lo, out=np.empty_like(x))  # an array even for 0-d x
+        if hi is not None:
+            np.minimum(out, hi, out=out)  # in place: one allocation, same values
+        return out
     if hi is not None:
-        out = np.minimum(out, hi)
-    return out.view() if out is x else out
+        return np.minimum(x, hi)
+    return x.view()
 
 
 @register("Clip", since=6, attrs={"min": -FLT_MAX, "max": FLT_MAX})
@@ -82,8 +84,11 @@ def sigmoid(x):
 @register("HardSigmoid", since=6, attrs={"alpha": 0.2, "beta": 0.5})  # 22: bfloat16
 def hard_sigmoid(x, *, alpha, beta):
     a, b = _scalar(alpha, x.dtype), _scalar(beta, x.dtype)
-    y = x * a + b
-    return np.minimum(np.maximum(y, x.dtype.type(0)), x.dtype.type(1))
+    y = np.multiply(x, a, out=np.empty_like(x))  # an array even for 0-d x
+    y += b  # in place from here on: the same operations, one buffer
+    np.maximum(y, x.dtype.type(0), out=y)
+    np.minimum(y, x.dtype.type(1), out=y)
+    return y
 
 
 @register("HardSwish", since=14)  # 22: bfloat16

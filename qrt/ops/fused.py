@@ -214,7 +214,9 @@ def _conv_prepared(state, x_shape, w, w_zp, group, strides, pads, dilations, aut
             pcw = _ql.pack_conv_weight(w, wzp, group)
         state["pcw"] = pcw
     macs = x_shape[0] * m * int(np.prod(out_sp)) * int(np.prod(w.shape[1:]))
-    g = state[key] = (st, pd, dl, out_sp, macs, pcw)
+    pointwise = (pcw is not None and group == 1 and all(v == 1 for v in kshape + st)
+                 and not any(pd))
+    g = state[key] = (st, pd, dl, out_sp, macs, pcw, pointwise)
     return g
 
 
@@ -225,8 +227,8 @@ def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
     """Integer Conv: x (N, C, *spatial) u8/s8, w (M, C/group, *k) s8/u8 constant."""
     if state is None:
         state = {}
-    st, pd, dl, out_sp, macs, pcw = _conv_prepared(state, x.shape, w, w_zp, group, strides, pads,
-                                                   dilations, auto_pad)
+    st, pd, dl, out_sp, macs, pcw, pointwise = _conv_prepared(state, x.shape, w, w_zp, group,
+                                                              strides, pads, dilations, auto_pad)
     if pcw is None:
         return _qconv_generic(x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f, x_scale, x_zp, w_scale,
                               out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, state,
@@ -253,7 +255,16 @@ def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
             y = (y.astype(np.int64) + np.asarray(ep.bias, np.int64).reshape((1, m) + (1,) * nd)
                  ).clip(-(2 ** 31), 2 ** 31 - 1).astype(np.int32)
         return y
-    y = _ql.qconv(x, a_zp, pcw, ep, st, pd, dl, threads)
+    if pointwise and not pcw.depthwise:
+        # 1x1, stride 1, no padding: the conv is one GEMM over (N*spatial, C); a numpy transpose
+        # is cheaper than the im2col kernel here (same packed weight, same epilogue: bit-exact).
+        n, c = x.shape[:2]
+        sp = x.shape[2:]
+        a = np.ascontiguousarray(x.reshape(n, c, -1).transpose(0, 2, 1)).reshape(-1, c)
+        y = _ql.qlinear(a, a_zp, pcw.groups[0], ep, threads)
+        y = np.ascontiguousarray(y.reshape(n, -1, m).transpose(0, 2, 1)).reshape((n, m) + sp)
+    else:
+        y = _ql.qconv(x, a_zp, pcw, ep, st, pd, dl, threads)
     if bias_f is not None:
         y = y + np.asarray(bias_f, np.float32).reshape((1, m) + (1,) * nd)
         if lo_f is not None or hi_f is not None:
