@@ -50,6 +50,62 @@ def _blas_limit():
     return blas_threads if blas_threads.available() else None
 
 
+# Float steps whose time is numpy's BLAS, with a cheap estimate of their multiply-adds from the
+# inputs. Below `BLAS_PARALLEL_MIN_MACS` a multi-threaded BLAS call loses: OpenBLAS's fork/join and,
+# on shared cores, waiting for a descheduled worker cost more than the work (PP-OCR cls FP32 with
+# 2 BLAS threads: 45 ms against 7 ms on one, every conv being small).
+BLAS_PARALLEL_MIN_MACS = 1 << 26
+
+
+def _conv_macs(args, kw):
+    x, w = args[0], args[1]
+    if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray) or x.ndim < 3:
+        return 0
+    st = 1
+    for v in kw.get("strides") or ():
+        st *= max(int(v), 1)
+    return x.shape[0] * w.shape[0] * (x[0, 0].size // st) * (w.size // max(w.shape[0], 1))
+
+
+def _convt_macs(args, kw):
+    x, w = args[0], args[1]
+    if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray):
+        return 0
+    return x.size * (w.size // max(w.shape[0], 1))
+
+
+def _matmul_macs(args, kw):
+    a, b = args[0], args[1]
+    if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or not a.size:
+        return 0
+    m = a.shape[-2] if a.ndim >= 2 else 1
+    n = b.shape[-1] if b.ndim >= 2 else 1
+    return max(a.size * n, b.size * m)
+
+
+def _gemm_macs(args, kw):
+    a, b = args[0], args[1]
+    if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or b.ndim != 2:
+        return 0
+    return a.size * (b.shape[0] if kw.get("transB") else b.shape[1])
+
+
+_BLAS_STEPS = {("", "Conv"): _conv_macs, ("", "ConvTranspose"): _convt_macs,
+               ("", "MatMul"): _matmul_macs, ("", "Gemm"): _gemm_macs,
+               ("qrt", "QMatMulAct"): _matmul_macs}
+
+
+def _blas_wrap(fn, macs, blas, threads):
+    """`fn` with numpy's BLAS raised to `threads` for the calls big enough to gain from it."""
+    def step(*args, **kw):
+        if macs(args, kw) < BLAS_PARALLEL_MIN_MACS:
+            return fn(*args, **kw)
+        with blas.limit(threads):
+            return fn(*args, **kw)
+    step.__wrapped__ = fn
+    return step
+
+
 class Plan:
     def __init__(self, graph: ir.Graph, threads: int = 1):
         self.graph = graph
@@ -118,10 +174,15 @@ class Plan:
         `dense`: no omitted input (args are a plain gather); `out`: the single output slot, or -2
         when the step has several outputs (or its only output is omitted)."""
         bound = []
+        blas = _blas_limit() if self.threads > 1 else None
         for k, st in enumerate(self.steps):
             dense = all(i >= 0 for i in st.ins)
             out = st.outs[0] if len(st.outs) == 1 and st.outs[0] >= 0 else -2
-            bound.append((st.fn, st.ins, dense, out, st.outs, st.kwargs, st.frees, k))
+            fn = st.fn
+            macs = _BLAS_STEPS.get((st.node.domain, st.node.op_type)) if blas else None
+            if macs is not None:
+                fn = _blas_wrap(fn, macs, blas, self.threads)
+            bound.append((fn, st.ins, dense, out, st.outs, st.kwargs, st.frees, k))
         self._bound = bound
 
     def profile_by_op(self, profile: dict) -> dict:
@@ -144,11 +205,13 @@ class Plan:
                 profile: dict | None = None) -> list[np.ndarray]:
         """Run every step. `observer(node, inputs, outputs)` is called after each node;
         `profile`, a dict, accumulates wall seconds per node (keys: `self.step_names`) over calls.
-        numpy's BLAS (float Conv/Gemm/MatMul) is limited to the plan's thread count meanwhile."""
+        numpy's BLAS (float Conv/Gemm/MatMul) runs on one thread meanwhile, except in steps big
+        enough to gain from the plan's `threads` (see `_blas_wrap`); the previous BLAS thread count
+        is restored afterwards."""
         blas = self._blas
         if blas is None:
             return self._run(feeds, names, observer, profile)
-        with blas.limit(self.threads):
+        with blas.limit(1):
             return self._run(feeds, names, observer, profile)
 
     def _run(self, feeds, names, observer, profile):

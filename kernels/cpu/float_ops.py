@@ -114,3 +114,12 @@ def qmul_4d(a, b, out, za, zb, m, zy, lo, hi):
                     p = np.int32((np.int32(a[i, j, k, l]) - za) * (np.int32(b[i, j, k, l]) - zb))
                     out[i, j, k, l] = _sat(np.float32(p) * m, zy, lo, hi)
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def lut8(x, flip, table, out):
+    """out[i] = table[x[i] ^ flip]: x a uint8 view of 8-bit codes (flip 128 turns int8 codes into
+    table indices x - (-128)); the QLut of fused.py without numpy's fancy-indexing overhead."""
+    for i in range(x.size):
+        out[i] = table[x[i] ^ flip]
+    return out

@@ -182,12 +182,14 @@ _CONV_ATTRS = dict(_EPI_ATTRS, kernel_shape=None, strides=None, pads=None, dilat
 
 def _threads_for(macs: int, threads: int) -> int:
     """Parallel kernels only for work that pays for the fork/join: below `_PAR_MIN_MACS` the call
-    runs on one thread (each parallel launch costs microseconds, and far more when the cores are
-    shared and a worker has to be scheduled first). Results never depend on the thread count."""
+    runs on one thread. Each parallel launch costs microseconds on idle cores, and on shared cores
+    (CI, 2 cores) a launch waits for a descheduled worker: PP-OCR cls at batch 8 took 3.5x longer
+    with 2 threads than with 1 when every conv above 2M MACs went parallel. Results never depend
+    on the thread count."""
     return threads if threads > 1 and macs >= _PAR_MIN_MACS else 1
 
 
-_PAR_MIN_MACS = 1 << 21
+_PAR_MIN_MACS = 1 << 24
 
 
 def _conv_prepared(state, x_shape, w, w_zp, group, strides, pads, dilations, auto_pad):
@@ -430,10 +432,14 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
 @register("QLut", domain="qrt", since=1, attrs={"table": None, "in_lo": 0, "kernel": ""})
 def qlut(x, *, table, in_lo, kernel):
     """y = table[x - qmin(x)]: a whole DQ -> float chain -> Q of one input, precomputed per code."""
-    if in_lo == 0 and x.dtype == np.uint8:
-        return table[x]
-    if in_lo == -128 and x.dtype == np.int8:  # x - (-128) == the byte with its top bit flipped
-        return table[x.view(np.uint8) ^ np.uint8(128)]
+    if table.ndim == 1 and table.size == 256 and x.ndim and (
+            (in_lo == 0 and x.dtype == np.uint8) or (in_lo == -128 and x.dtype == np.int8)):
+        # x - (-128) for int8 codes is the byte with its top bit flipped
+        xc = np.ascontiguousarray(x)
+        out = np.empty(xc.shape, table.dtype)
+        _float_ops().lut8(xc.reshape(-1).view(np.uint8), np.uint8(128 if in_lo else 0), table,
+                          out.reshape(-1))
+        return out
     return table[x.astype(np.int32) - in_lo]
 
 
