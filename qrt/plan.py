@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qrt import ir
-from qrt.errors import NodeExecutionError
+from qrt.errors import NodeExecutionError, QrtError
 from qrt.ops import NodeContext, resolve
 
 
@@ -196,6 +196,11 @@ class Plan:
 
     def _fail(self, k: int, args, e: Exception):
         st = self.steps[k]
+        if isinstance(e, QrtError):  # keep the specific type (e.g. InvalidQuantParamsError)
+            try:
+                return type(e)(f"{st.node.label()}: {e}")
+            except Exception:
+                pass
         shapes = ", ".join(_describe(a) for a in args)
         return NodeExecutionError(
             f"{st.node.label()} failed on inputs ({shapes}): {type(e).__name__}: {e}")
