@@ -18,7 +18,8 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import NR, epilogue_tile
+from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image,
+                                     pointwise_image)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
 NVEC = NR // 8
@@ -124,35 +125,81 @@ def _ukernel(mr, a_addr, b_addr, kp2, c_addr, ldc):
         _uk1(a_addr, b_addr, kp2, c_addr, ldc)
 
 
+@njit(cache=True, inline="always")
+def _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f,
+               out_i):
+    """One task of `gemm`: the row block x panel block `t`, accumulated then stored via the epilogue."""
+    np_, kp2, _ = b.shape
+    ldc = npb * NR * 4
+    atile = kp2 * MR * 4  # bytes per packed A row tile
+    ib = t // nnb
+    jb = t - ib * nnb
+    r0 = ib * mb
+    rows = min(mb, m - r0)
+    p0 = jb * npb
+    pn = min(npb, np_ - p0)
+    tile = np.zeros((mb, npb * NR), np.int32)
+    a0 = a.ctypes.data + (r0 // MR) * atile
+    t0 = tile.ctypes.data
+    b0 = b.ctypes.data
+    for k0 in range(0, kp2, kc2):
+        kl = min(kc2, kp2 - k0)
+        for p in range(pn):
+            bp = b0 + ((p0 + p) * kp2 + k0) * (4 * NR)
+            for i in range(0, rows, MR):
+                _ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
+                         t0 + i * ldc + p * (4 * NR), ldc)
+    cols = min(pn * NR, n - p0 * NR)
+    epilogue_tile(tile, r0, rows, 0, cols, p0 * NR, mode, bias, mult, zpf, lof, hif,
+                  out_q, out_f, out_i)
+
+
 @njit(cache=True, parallel=True)
 def gemm(a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
     """a: packed int16 A (MT, Kp/2, 2*MR) for m rows; b: int16 (NP, Kp/2, 2*NR) panels.
     Tasks = (row block of mb rows, a multiple of MR) x (npb panels), spread over the threads; each task
     accumulates its block in an int32 tile (K in chunks of kc2 k-pairs so the B chunk stays in L1) and
     applies the epilogue to it right away."""
-    np_, kp2, _ = b.shape
     nmb = (m + mb - 1) // mb
-    nnb = (np_ + npb - 1) // npb
-    ldc = npb * NR * 4
-    atile = kp2 * MR * 4  # bytes per packed A row tile
+    nnb = (b.shape[0] + npb - 1) // npb
     for t in prange(nmb * nnb):
-        ib = t // nnb
-        jb = t - ib * nnb
-        r0 = ib * mb
-        rows = min(mb, m - r0)
-        p0 = jb * npb
-        pn = min(npb, np_ - p0)
-        tile = np.zeros((mb, npb * NR), np.int32)
-        a0 = a.ctypes.data + (r0 // MR) * atile
-        t0 = tile.ctypes.data
-        b0 = b.ctypes.data
-        for k0 in range(0, kp2, kc2):
-            kl = min(kc2, kp2 - k0)
-            for p in range(pn):
-                bp = b0 + ((p0 + p) * kp2 + k0) * (4 * NR)
-                for i in range(0, rows, MR):
-                    _ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
-                             t0 + i * ldc + p * (4 * NR), ldc)
-        cols = min(pn * NR, n - p0 * NR)
-        epilogue_tile(tile, r0, rows, 0, cols, p0 * NR, mode, bias, mult, zpf, lof, hif,
-                      out_q, out_f, out_i)
+        _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f,
+                   out_i)
+
+
+@njit(cache=True)
+def gemm_serial(a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i):
+    """`gemm` on the calling thread: for work too small to pay for a parallel launch."""
+    nmb = (m + mb - 1) // mb
+    nnb = (b.shape[0] + npb - 1) // npb
+    for t in range(nmb * nnb):
+        _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f,
+                   out_i)
+
+
+@njit(cache=True)
+def conv_nchw(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, table, flip,
+              par, out_q, out_f, out_i):
+    """A whole integer conv (group 1) in one call: per image, im2col into the packed A, the GEMM with
+    the epilogue storing straight into the NCHW output (a transposed view: no copy afterwards), then
+    the optional per-channel table (`table` (N, 256) of raw bytes, or 0 rows for none).
+    x: (N, C, H, W) uint8 view; geo: int64 [zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, point];
+    outputs (N, M, oh*ow), the unused ones (1, 1, 1) dummies. `par`: the parallel GEMM."""
+    zx, kh, kw, sh, sw = geo[0], geo[1], geo[2], geo[3], geo[4]
+    pt, pl, dh, dw, oh, ow, kp = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    p = oh * ow
+    for img in range(x.shape[0]):
+        a = np.zeros(((p + MR - 1) // MR, kp // 2, 2 * MR), np.int16)
+        if geo[12]:
+            pointwise_image(x, img, signed, zx, a)
+        else:
+            im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a)
+        oq = out_q[min(img, out_q.shape[0] - 1)].T
+        of = out_f[min(img, out_f.shape[0] - 1)].T
+        oi = out_i[min(img, out_i.shape[0] - 1)].T
+        if par:
+            gemm(a, p, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, oq, of, oi)
+        else:
+            gemm_serial(a, p, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, oq, of, oi)
+    if table.shape[0] > 0:
+        apply_table(out_q, table, flip)

@@ -151,6 +151,64 @@ def im2col_i16(x, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, mr):
     return out
 
 
+@njit(cache=True)
+def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
+    """One image of `im2col_i16`, serially, into a zeroed packed A `out` (ceil(oh*ow/MR) tiles):
+    row r = y*ow + xo of image `img`."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    mr = out.shape[2] // 2
+    for y in range(oh):
+        for xo in range(ow):
+            r = y * ow + xo
+            rt = r // mr
+            rr = 2 * (r - rt * mr)
+            col = 0
+            for ci in range(c):
+                for i in range(kh):
+                    iy = y * sh - pt + i * dh
+                    for j in range(kw):
+                        ix = xo * sw - pl + j * dw
+                        if 0 <= iy < h and 0 <= ix < w:
+                            v = np.int32(x[img, ci, iy, ix])
+                            if signed and v >= 128:
+                                v -= 256
+                            out[rt, col >> 1, rr + (col & 1)] = np.int16(v - zx)
+                        col += 1
+    return out
+
+
+@njit(cache=True)
+def pointwise_image(x, img, signed, zx, out):
+    """im2col of a 1x1, stride-1, unpadded conv (the packed transpose of x[img] (C, P)), reading each
+    channel plane contiguously."""
+    c = x.shape[1]
+    p = x.shape[2] * x.shape[3]
+    mr = out.shape[2] // 2
+    plane = x[img].reshape(c, p)
+    for ci in range(c):
+        kk = ci >> 1
+        j = ci & 1
+        row = plane[ci]
+        for r in range(p):
+            v = np.int32(row[r])
+            if signed and v >= 128:
+                v -= 256
+            rt = r // mr
+            out[rt, kk, 2 * (r - rt * mr) + j] = np.int16(v - zx)
+    return out
+
+
+@njit(cache=True)
+def apply_table(out_q, table, flip):
+    """out_q[b, c, i] = table[c, out_q[b, c, i] ^ flip] in place (per-channel tables, raw bytes)."""
+    n, c, p = out_q.shape
+    for b in range(n):
+        for ch in range(c):
+            t = table[ch]
+            for i in range(p):
+                out_q[b, ch, i] = t[out_q[b, ch, i] ^ flip]
+
+
 # ---------------------------------------------------------------- depthwise conv (2-D; 1-D via H=1)
 @njit(cache=True, parallel=True)
 def depthwise(x, signed, zx, w16, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, oh, ow,

@@ -123,3 +123,15 @@ def lut8(x, flip, table, out):
     for i in range(x.size):
         out[i] = table[x[i] ^ flip]
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def lut8_channels(x, flip, table, out):
+    """out[n, c, i] = table[c, x[n, c, i] ^ flip]: per-channel tables (axis 1)."""
+    n, c, s = x.shape
+    for b in range(n):
+        for ch in range(c):
+            t = table[ch]
+            for i in range(s):
+                out[b, ch, i] = t[x[b, ch, i] ^ flip]
+    return out

@@ -29,6 +29,10 @@ _EPI_ATTRS = {
     "x_scale": None, "x_zp": 0, "w_scale": None, "out_dtype": "uint8", "multiplier": None,
     "scale": None, "y_zp": 0, "lo": None, "hi": None, "lo_f": None, "hi_f": None,
     "kernel": "", "state": None,
+    # A 8-bit output may go through a lookup table before it is stored (a following qrt.QLut
+    # folded in by passes/lut_regions.py): (256,) or (M, 256) per output channel, indexed by
+    # code - post_lo.
+    "post_table": None, "post_lo": 0,
 }
 
 
@@ -110,7 +114,8 @@ def make_epilogue(n, out_dtype, bias, x_scale, x_zp_unused, w_scale, multiplier,
 
 @register("QGemm", domain="qrt", since=1, ctx=True, attrs=dict(_EPI_ATTRS))
 def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale, x_zp,
-          w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state, ctx):
+          w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state, ctx,
+          post_table=None, post_lo=0):
     """y[..., N] = x[..., K] (integer, per-tensor params) x w (N, K) integer constant."""
     if state is None:
         state = {}
@@ -135,7 +140,20 @@ def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
         y = y + bias_f
         if lo_f is not None or hi_f is not None:
             y = np.clip(y, lo_f, hi_f)
+    if post_table is not None:
+        y = _post_table(y, post_table, post_lo, axis=-1)
     return y.reshape(lead + (n,))
+
+
+def _post_table(y, table, lo, axis):
+    """The folded QLut of a fused op's 8-bit output; per-channel tables index `axis`."""
+    t = np.asarray(table)
+    if t.ndim == 1:
+        return qlut(y, table=t, in_lo=lo, kernel="")
+    yi = y.astype(np.int32) - lo
+    shape = [1] * y.ndim
+    shape[axis] = t.shape[0]
+    return t[np.arange(t.shape[0]).reshape(shape), yi]
 
 
 def _resolve_pads(x_shape, kernel, strides, dilations, pads, auto_pad):
@@ -225,10 +243,100 @@ def _conv_prepared(state, x_shape, w, w_zp, group, strides, pads, dilations, aut
 @register("QConv", domain="qrt", since=1, ctx=True, attrs=_CONV_ATTRS)
 def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale, x_zp,
           w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state,
-          kernel_shape, strides, pads, dilations, group, auto_pad, ctx):
+          kernel_shape, strides, pads, dilations, group, auto_pad, post_table, post_lo, ctx):
     """Integer Conv: x (N, C, *spatial) u8/s8, w (M, C/group, *k) s8/u8 constant."""
     if state is None:
         state = {}
+    fast = state.get(("fast", x.shape, x.dtype))
+    if fast is None and x_scale_in is None:
+        fast = state[("fast", x.shape, x.dtype)] = _prepare_fast_conv(
+            state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier, scale, y_zp,
+            lo, hi, lo_f, hi_f, strides, pads, dilations, group, auto_pad, bias_f, post_table,
+            post_lo, ctx)
+    if fast:
+        return _run_fast_conv(fast, x)
+    y = _qconv_any(x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f, x_scale, x_zp, w_scale, out_dtype,
+                   multiplier, scale, y_zp, lo, hi, lo_f, hi_f, state, strides, pads, dilations,
+                   group, auto_pad, ctx)
+    if post_table is not None:
+        y = _post_table(y, post_table, post_lo, axis=1)
+    return y
+
+
+_D3 = {np.dtype(np.uint8): np.zeros((1, 1, 1), np.uint8),
+       np.dtype(np.float32): np.zeros((1, 1, 1), np.float32),
+       np.dtype(np.int32): np.zeros((1, 1, 1), np.int32)}
+_NO_TABLE = np.zeros((0, 256), np.uint8)
+
+
+def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
+                       scale, y_zp, lo, hi, lo_f, hi_f, strides, pads, dilations, group, auto_pad,
+                       bias_f, post_table, post_lo, ctx):
+    """Everything a group-1 conv on the avx2 path needs per call, computed once per input shape:
+    the call is then one Numba function (im2col, GEMM, epilogue into NCHW, table). False when
+    this conv takes the general route."""
+    from qrt.kernels import cpu as _cpu
+    from qrt.kernels.cpu import common
+    if group != 1 or bias_f is not None or x.dtype not in _INT8 or w.ndim not in (3, 4):
+        return False
+    st, pd, dl, out_sp, macs, pcw, pointwise = _conv_prepared(state, x.shape, w, w_zp, group,
+                                                              strides, pads, dilations, auto_pad)
+    if pcw is None or pcw.kernel != "avx2" or pcw.depthwise:
+        return False
+    dt = np.dtype(out_dtype)
+    if dt not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32)):
+        return False
+    m = w.shape[0]
+    ep = state.get("ep")
+    if ep is None:
+        ep = state["ep"] = make_epilogue(m, out_dtype, bias, x_scale, None, w_scale, multiplier,
+                                         scale, y_zp, lo, hi, lo_f, hi_f)
+    mode, bs, mult, zpf, lof, hif = _ql._ep_args(ep, m)
+    pw = pcw.groups[0]
+    b = pw.data["b"]
+    nd = w.ndim - 2
+    if nd == 1:
+        k2, s2, d2 = (1,) + tuple(w.shape[2:]), (1,) + tuple(st), (1,) + tuple(dl)
+        p2 = (0, pd[0], 0, pd[1])
+        o2 = (1,) + tuple(out_sp)
+    else:
+        k2, s2, d2, p2, o2 = tuple(w.shape[2:]), tuple(st), tuple(dl), tuple(pd), tuple(out_sp)
+    n, c = x.shape[:2]
+    p = o2[0] * o2[1]
+    threads = _threads_for(macs, ctx.threads)
+    mb, npb, kc = _ql._blocking("avx2", p, b.shape[0], threads)
+    geo = np.array([int(x_zp), k2[0], k2[1], s2[0], s2[1], p2[0], p2[1], d2[0], d2[1], o2[0], o2[1],
+                    common.round_up(max(pw.k, 1), common.KALIGN), int(pointwise)], np.int64)
+    table, flip = _NO_TABLE, np.uint8(0)
+    if post_table is not None:
+        if dt == np.dtype(np.float32):
+            return False
+        t = np.asarray(post_table)
+        table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (m, 256))).view(np.uint8)
+        flip = np.uint8(128 if post_lo else 0)
+    backend = _cpu.backend("avx2")
+    x4shape = (n, c) + ((1,) + tuple(x.shape[2:]) if nd == 1 else tuple(x.shape[2:]))
+    out_dt = dt if post_table is None else np.asarray(post_table).dtype
+    slot = 0 if dt != np.dtype(np.float32) else 1
+    head = (x.dtype == np.int8, geo, b, np.int64(m), np.int64(mb), np.int64(npb), np.int64(kc),
+            np.int64(mode), bs, mult, zpf, lof, hif, table, flip, threads > 1)
+    return (backend.conv_nchw, head, x4shape, (n, m, p), (n, m) + tuple(out_sp), out_dt, slot)
+
+
+def _run_fast_conv(fast, x):
+    fn, head, x4shape, out3, out_shape, out_dt, slot = fast
+    x8 = np.ascontiguousarray(x).reshape(x4shape).view(np.uint8)
+    out = np.empty(out3, out_dt)
+    if slot == 0:
+        fn(x8, *head, out.view(np.uint8), _D3[np.dtype(np.float32)], _D3[np.dtype(np.int32)])
+    else:
+        fn(x8, *head, _D3[np.dtype(np.uint8)], out, _D3[np.dtype(np.int32)])
+    return out.reshape(out_shape)
+
+
+def _qconv_any(x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f, x_scale, x_zp, w_scale, out_dtype,
+               multiplier, scale, y_zp, lo, hi, lo_f, hi_f, state, strides, pads, dilations, group,
+               auto_pad, ctx):
     st, pd, dl, out_sp, macs, pcw, pointwise = _conv_prepared(state, x.shape, w, w_zp, group,
                                                               strides, pads, dilations, auto_pad)
     if pcw is None:
@@ -328,7 +436,7 @@ _CT_ATTRS = dict(_CONV_ATTRS, output_padding=None, output_shape=None)
 def qconv_transpose(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale,
                     x_zp, w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel,
                     state, kernel_shape, strides, pads, dilations, group, auto_pad, output_padding,
-                    output_shape, ctx):
+                    output_shape, ctx, post_table=None, post_lo=0):
     """Integer ConvTranspose: w (C, M/group, *k). Exact int32 products scattered (col2im) into the
     output, then the same epilogue as QConv."""
     nd = w.ndim - 2
@@ -384,6 +492,8 @@ def qconv_transpose(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f
     y = np.ascontiguousarray(np.moveaxis(y.reshape((n,) + tuple(out_sp) + (m,)), -1, 1))
     if bias_f is not None:
         y = y + np.asarray(bias_f, np.float32).reshape((1, m) + (1,) * nd)
+    if post_table is not None:
+        y = _post_table(y, post_table, post_lo, axis=1)
     return y
 
 
@@ -431,9 +541,23 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
 
 @register("QLut", domain="qrt", since=1, attrs={"table": None, "in_lo": 0, "kernel": ""})
 def qlut(x, *, table, in_lo, kernel):
-    """y = table[x - qmin(x)]: a whole DQ -> float chain -> Q of one input, precomputed per code."""
-    if table.ndim == 1 and table.size == 256 and x.ndim and (
-            (in_lo == 0 and x.dtype == np.uint8) or (in_lo == -128 and x.dtype == np.int8)):
+    """y = table[x - qmin(x)]: a whole DQ -> float chain -> Q of one input, precomputed per code.
+    A (C, 256) table is per channel (axis 1 of x)."""
+    fast = x.ndim and x.dtype == (np.uint8 if in_lo == 0 else np.int8) and table.shape[-1] == 256
+    if table.ndim == 2:
+        c = table.shape[0]
+        if x.ndim < 2 or x.shape[1] != c:
+            raise ValueError(f"per-channel table for {c} channels, input shape {list(x.shape)}")
+        if fast:
+            xc = np.ascontiguousarray(x)
+            x3 = xc.reshape(xc.shape[0], c, -1)
+            out = np.empty(xc.shape, table.dtype)
+            _float_ops().lut8_channels(x3.view(np.uint8), np.uint8(128 if in_lo else 0), table,
+                                       out.reshape(x3.shape))
+            return out
+        ch = np.arange(c).reshape((1, c) + (1,) * (x.ndim - 2))
+        return table[ch, x.astype(np.int32) - in_lo]
+    if fast and table.ndim == 1:
         # x - (-128) for int8 codes is the byte with its top bit flipped
         xc = np.ascontiguousarray(x)
         out = np.empty(xc.shape, table.dtype)

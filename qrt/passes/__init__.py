@@ -24,6 +24,7 @@ PIPELINE: list[str] = [
     "lower_qoperator",    # 5. QLinearConv/QLinearMatMul/ConvInteger/MatMulInteger -> fused ops
     "qdq_elementwise",    # 6b. DQ -> elementwise chain -> Q as a 256-entry table; QAdd/QMul
     "qdq_passthrough",    # again: fusion and tables expose more DQ -> Q pairs
+    "lut_regions",        # 6c. any elementwise region of one 8-bit tensor -> one (per-channel) table
     "cleanup",            # dead code, leftover constant DQ -> float, reasons
 ]
 
