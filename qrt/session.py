@@ -91,10 +91,6 @@ class InferenceSession:
         if device == "cuda":
             from qrt.cuda_device import require_cuda
             self.cuda_info = require_cuda()  # clear error when numba-cuda, a driver or a GPU is missing
-            # The CUDA kernels exist and are tested (qrt.kernels.cuda), but the plan does not yet
-            # place graphs on the GPU; refuse rather than run on the CPU behind the user's back.
-            raise QrtError("device='cuda': running whole graphs on the GPU is not implemented yet; "
-                           "the int8 CUDA kernels are available in qrt.kernels.cuda")
         self._graph = onnx_import.load_graph(model)
         if dynamic_quantization is None:  # models from qrt's quantize_dynamic ask for it
             dynamic_quantization = _asks_for_dynamic(self._graph)
@@ -104,7 +100,12 @@ class InferenceSession:
         self._outputs = [_arg(t) for t in self._graph.outputs]
         self._report = run_pipeline(self._graph, optimize=optimize,
                                     dynamic_quantization=dynamic_quantization, device=device)
-        self._plan = Plan(self._graph, threads)
+        if device == "cuda":  # CUDA kernels where they exist, CPU ops elsewhere (qrt.cuda_plan)
+            from qrt.cuda_plan import CudaPlan
+            self._plan = CudaPlan(self._graph, threads)
+            self._report = self._plan.annotate(self._report)
+        else:
+            self._plan = Plan(self._graph, threads)
         self._protected = {id(a) for a in self._graph.initializers.values()}
         self._lock = threading.Lock()
 
@@ -137,7 +138,8 @@ class InferenceSession:
 
     def lowering_report(self):
         from qrt.report import LoweringReport
-        return LoweringReport(self._report)
+        return LoweringReport(self._report,
+                              transfers=self._plan.transfers if self.device == "cuda" else None)
 
     # -- internals ----------------------------------------------------------------------------
     def _execute(self, feeds, names, observer=None):

@@ -109,13 +109,17 @@ def _make_mma(bk: int, tm: int, tn: int):
 
 @cuda.jit
 def quantize_kernel(x, scale, zp, inner, lo, hi, out):
+    """NaN quantizes to lo (qmin), as qrt's QuantizeLinear and onnxruntime do."""
     nch = scale.shape[0]
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for i in range(start, x.shape[0], step):
         ch = (i // inner) % nch
         v = x[i] / scale[ch]
-        out[i] = _round_sat(v, int64(zp[ch]), lo, hi)
+        if v == v:
+            out[i] = _round_sat(v, int64(zp[ch]), lo, hi)
+        else:
+            out[i] = lo
 
 
 @cuda.jit
@@ -164,9 +168,9 @@ def minmax_partial_kernel(x, pmin, pmax):
 
 
 @cuda.jit
-def dynamic_params_kernel(pmin, pmax, scale_out, zp_out):
-    """One block: reduce the partials, then scale = (max - min or 1) / 255 and
-    zp = round_half_even(clamp(0 - min / scale, 0, 255)), exactly as ONNX's reference."""
+def dynamic_params_kernel(pmin, pmax, zero_scale, scale_out, zp_out):
+    """One block: reduce the partials, then scale = (max - min) / 255 (`zero_scale` when
+    max == min) and zp = round_half_even(clamp(0 - min / scale, 0, 255)), as ONNX's reference."""
     smin = cuda.shared.array(RED_THREADS, float32)
     smax = cuda.shared.array(RED_THREADS, float32)
     t = cuda.threadIdx.x
@@ -192,13 +196,39 @@ def dynamic_params_kernel(pmin, pmax, scale_out, zp_out):
     if t == 0:
         mn = smin[0]
         mx = smax[0]
-        rng = float32(1)
+        sc = zero_scale
         if mx != mn:
-            rng = mx - mn
-        sc = rng / float32(255)
+            sc = (mx - mn) / float32(255)
         izp = float32(0) - mn / sc
         scale_out[0] = sc
         zp_out[0] = int32(_round_sat(izp, 0, 0, 255))
+
+
+# ---------------------------------------------------------------------------------------------
+# small elementwise kernels the session's GPU plan uses (flat, contiguous arrays)
+# ---------------------------------------------------------------------------------------------
+
+@cuda.jit
+def channel_bias_kernel(y, bias, inner, fclip, fp):
+    """In place: y[i] = clip(y[i] + bias[(i // inner) % nch]), float32. One rounding (the add),
+    then np.clip-style bounds (NaN stays NaN). fclip: bit 1 clamp at fp[0], bit 2 at fp[1]."""
+    nch = bias.shape[0]
+    for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        v = y[i] + bias[(i // inner) % nch]
+        if fclip & 1:
+            if v < fp[0]:
+                v = fp[0]
+        if fclip & 2:
+            if v > fp[1]:
+                v = fp[1]
+        y[i] = v
+
+
+@cuda.jit
+def lut_kernel(x, table, in_lo, out):
+    """out[i] = table[x[i] - in_lo] (the host checks that every code indexes inside the table)."""
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        out[i] = table[int32(x[i]) - in_lo]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class TileConfig:
 
 
 DEFAULT_TILE = TileConfig()
+# 16 threads per block: for the CUDA simulator, where each thread is a Python thread
+SIM_TILE = TileConfig(bm=8, bn=8, bk=8, tm=2, tn=2)
 
 
 @dataclass
@@ -201,6 +203,45 @@ def _out(out, shape, dtype):
 # quantize / dequantize
 # ---------------------------------------------------------------------------------------------
 
+@dataclass
+class CudaQParams:
+    """Quantization parameters resident on the device (uploaded once, e.g. at session build):
+    (C,) float32 scales and (C,) int32 zero points; C == 1 is per-tensor."""
+
+    scale: object  # device array (C,) float32
+    zero_point: object  # device array (C,) int32
+    channels: int
+
+
+def prepare_qparams(scale, zero_point=None, stream=0) -> CudaQParams:
+    """Scale (scalar or 1-D) and zero point (None, scalar or 1-D of the same length) -> device."""
+    sc = np.ascontiguousarray(np.asarray(scale, np.float32).reshape(-1))
+    zp = np.asarray(zero_point if zero_point is not None else 0).astype(np.int32).reshape(-1)
+    if zp.size not in (1, sc.size):
+        raise ValueError(f"zero point has {zp.size} values, scale {sc.size}")
+    zp = np.ascontiguousarray(np.broadcast_to(zp, sc.shape))
+    return CudaQParams(cuda.to_device(sc, stream=stream), cuda.to_device(zp, stream=stream),
+                       int(sc.size))
+
+
+def _device_params(shape, scale, zero_point, axis, stream):
+    """(device scale, device zero point, inner) for the elementwise (de)quantize kernels."""
+    if isinstance(scale, CudaQParams):
+        if scale.channels == 1:
+            return scale.scale, scale.zero_point, 1
+        if axis is None:
+            raise ValueError("per-channel CudaQParams need axis=")
+        if not shape:
+            raise ValueError("per-channel parameters need an input of rank >= 1")
+        ax = axis % len(shape)
+        if shape[ax] != scale.channels:
+            raise ValueError(f"per-channel params along axis {ax} need {shape[ax]} values, "
+                             f"got {scale.channels}")
+        return scale.scale, scale.zero_point, int(np.prod(shape[ax + 1:], dtype=np.int64))
+    sc, zp, inner = _channel_params(shape, scale, zero_point, axis)
+    return cuda.to_device(sc, stream=stream), cuda.to_device(zp, stream=stream), inner
+
+
 def _channel_params(shape, scale, zero_point, axis):
     scale = np.asarray(scale, np.float32).reshape(-1)
     zp = np.asarray(zero_point if zero_point is not None else 0).reshape(-1)
@@ -219,43 +260,47 @@ def _channel_params(shape, scale, zero_point, axis):
 
 def quantize_cuda(x, scale, zero_point, dtype=np.uint8, axis=None, out=None, stream=0):
     """QuantizeLinear: saturate(round_half_even(x / scale) + zero_point); per-tensor (scalar
-    scale/zp) or per-channel along `axis`. Equals ref.quantize."""
+    scale/zp) or per-channel along `axis`; NaN -> qmin (as qrt's QuantizeLinear). Equals
+    ref.quantize on non-NaN input. `scale` may be a CudaQParams (zero_point is then ignored)."""
     dtype = np.dtype(dtype)
     _check_int8(dtype, "quantize dtype")
     xd = to_device(x, np.float32 if not is_device_array(x) else None, stream)
     if np.dtype(xd.dtype) != np.float32:
         raise TypeError(f"quantize input must be float32, got {xd.dtype}")
     shape = tuple(xd.shape)
-    sc, zp, inner = _channel_params(shape, scale, zero_point, axis)
+    sc, zp, inner = _device_params(shape, scale, zero_point, axis, stream)
     lo, hi = ref.qrange(dtype)
     y = _out(out, shape, dtype)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
-        K.quantize_kernel[_ew_grid(n), K.EW_THREADS, stream](
-            xd.reshape(n), cuda.to_device(sc, stream=stream), cuda.to_device(zp, stream=stream),
-            inner, lo, hi, y.reshape(n))
+        K.quantize_kernel[_ew_grid(n), K.EW_THREADS, stream](xd.reshape(n), sc, zp, inner, lo, hi,
+                                                             y.reshape(n))
     return y
 
 
 def dequantize_cuda(q, scale, zero_point=0, axis=None, out=None, stream=0):
-    """DequantizeLinear: (q - zero_point) * scale as float32. Equals ref.dequantize."""
+    """DequantizeLinear: (q - zero_point) * scale as float32. Equals ref.dequantize. `scale` may
+    be a CudaQParams (zero_point is then ignored)."""
     qd = to_device(q, None, stream)
     _check_int8(qd.dtype, "dequantize input")
     shape = tuple(qd.shape)
-    sc, zp, inner = _channel_params(shape, scale, zero_point, axis)
+    sc, zp, inner = _device_params(shape, scale, zero_point, axis, stream)
     y = _out(out, shape, np.float32)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
-        K.dequantize_kernel[_ew_grid(n), K.EW_THREADS, stream](
-            qd.reshape(n), cuda.to_device(sc, stream=stream), cuda.to_device(zp, stream=stream),
-            inner, y.reshape(n))
+        K.dequantize_kernel[_ew_grid(n), K.EW_THREADS, stream](qd.reshape(n), sc, zp, inner,
+                                                               y.reshape(n))
     return y
 
 
-def dynamic_quantize_cuda(x, out=None, stream=0):
+def dynamic_quantize_cuda(x, out=None, stream=0, zero_range_scale=None):
     """ONNX DynamicQuantizeLinear on the device: returns (y uint8, scale float32[1], zp int32[1]),
-    all device arrays; nothing is copied to the host. scale = (max(0, max x) - min(0, min x)) / 255
-    (1/255 if that range is 0), zp = round_half_even(clamp(-min / scale, 0, 255))."""
+    all device arrays; nothing is copied to the host. scale = (max(0, max x) - min(0, min x)) / 255,
+    zp = round_half_even(clamp(-min / scale, 0, 255)). When that range is 0 (x all zeros or empty)
+    the formula divides by zero: scale is then `zero_range_scale`, by default 1/255 (ONNX's
+    reference); qrt's CPU op and onnxruntime use 1.0 (y is all zeros either way)."""
+    zero_scale = (np.float32(1) / np.float32(255) if zero_range_scale is None
+                  else np.float32(zero_range_scale))
     xd = to_device(x, np.float32 if not is_device_array(x) else None, stream)
     if np.dtype(xd.dtype) != np.float32:
         raise TypeError(f"dynamic quantization input must be float32, got {xd.dtype}")
@@ -268,12 +313,52 @@ def dynamic_quantize_cuda(x, out=None, stream=0):
     scale = cuda.device_array(1, np.float32, stream=stream)
     zp = cuda.device_array(1, np.int32, stream=stream)
     K.minmax_partial_kernel[nb, K.RED_THREADS, stream](flat, pmin, pmax)
-    K.dynamic_params_kernel[1, K.RED_THREADS, stream](pmin, pmax, scale, zp)
+    K.dynamic_params_kernel[1, K.RED_THREADS, stream](pmin, pmax, zero_scale, scale, zp)
     y = _out(out, shape, np.uint8)
     if n:
         K.quantize_kernel[_ew_grid(n), K.EW_THREADS, stream](flat, scale, zp, 1, 0, 255,
                                                              y.reshape(n))
     return y, scale, zp
+
+
+def channel_bias_cuda(y, bias, axis, lo_f=None, hi_f=None, stream=0):
+    """In place on a float32 device array: y += bias along `axis` ((C,) float32, host or device;
+    C == y.shape[axis]), then clamp to [lo_f, hi_f] where given. The float32 add and the clamp are
+    numpy's `np.clip(y + bias.reshape(bcast), lo_f, hi_f)` bit for bit. Returns y."""
+    if np.dtype(y.dtype) != np.float32:
+        raise TypeError(f"channel bias needs a float32 array, got {y.dtype}")
+    shape = tuple(y.shape)
+    ax = axis % len(shape)
+    bd = to_device(bias, np.float32 if not is_device_array(bias) else None, stream)
+    if bd.ndim != 1 or bd.shape[0] != shape[ax]:
+        raise ValueError(f"bias of shape {tuple(bd.shape)} does not match axis {ax} of {shape}")
+    fclip = (1 if lo_f is not None else 0) | (2 if hi_f is not None else 0)
+    fp = np.array([0 if lo_f is None else lo_f, 0 if hi_f is None else hi_f], np.float32)
+    n = int(np.prod(shape, dtype=np.int64))
+    if n:
+        K.channel_bias_kernel[_ew_grid(n), K.EW_THREADS, stream](
+            y.reshape(n), bd, int(np.prod(shape[ax + 1:], dtype=np.int64)), fclip,
+            cuda.to_device(fp, stream=stream))
+    return y
+
+
+def lut_cuda(x, table, in_lo=0, out=None, stream=0):
+    """y = table[x - in_lo] for u8/s8 codes (qrt's QLut); table: 1-D, host or device, holding
+    every code of x's type: in_lo must be x's qmin and the table at least 256 long."""
+    xd = to_device(x, None, stream)
+    _check_int8(xd.dtype, "lookup input")
+    td = to_device(table, None, stream)
+    lo, _ = ref.qrange(xd.dtype)
+    if td.ndim != 1 or td.shape[0] < 256 or int(in_lo) != lo:
+        raise ValueError(f"table of shape {tuple(td.shape)} with in_lo={in_lo} does not cover "
+                         f"every {np.dtype(xd.dtype)} code (needs 1-D, >= 256, in_lo={lo})")
+    shape = tuple(xd.shape)
+    y = _out(out, shape, td.dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    if n:
+        K.lut_kernel[_ew_grid(n), K.EW_THREADS, stream](xd.reshape(n), td, int(in_lo),
+                                                        y.reshape(n))
+    return y
 
 
 # ---------------------------------------------------------------------------------------------
