@@ -19,7 +19,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image,
-                                     pointwise_image)
+                                     pointwise_image, prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
 NVEC = NR // 8
@@ -203,3 +203,21 @@ def conv_nchw(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hi
             gemm_serial(a, p, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, oq, of, oi)
     if table.shape[0] > 0:
         apply_table(out_q, table, flip)
+
+
+@njit(cache=True)
+def linear_2d(a, signed, za, kp, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, table, flip,
+              par, out_q, out_f, out_i):
+    """(M, K) 8-bit activations (uint8 view) x packed weights in one call: pack A, GEMM with the
+    epilogue, then the optional table along the last axis (`table` (N, 256) raw bytes, 0 rows for
+    none). Outputs (M, N); the unused ones are dummies."""
+    m = a.shape[0]
+    ap = prep_a_i16(a, signed, za, kp, MR)
+    if par:
+        gemm(ap, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i)
+    else:
+        gemm_serial(ap, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i)
+    if table.shape[0] > 0:
+        for i in range(m):
+            for j in range(n):
+                out_q[i, j] = table[j, out_q[i, j] ^ flip]

@@ -135,3 +135,31 @@ def lut8_channels(x, flip, table, out):
             for i in range(s):
                 out[b, ch, i] = t[x[b, ch, i] ^ flip]
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def quantize_f32(x, s, zp, lo, hi, out):
+    """out (raw bytes) = saturate(rint(x / s) + zp), NaN -> lo: QuantizeLinear's float32 path
+    (true division, not a multiply by 1/s, so it matches bit for bit)."""
+    for i in range(x.size):
+        v = np.float32(np.rint(x[i] / s)) + zp
+        if not (v >= lo):  # also NaN
+            v = lo
+        elif v > hi:
+            v = hi
+        out[i] = np.uint8(np.int32(v) & 255)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def dequantize_u8(x, zp, s, out):
+    for i in range(x.size):
+        out[i] = np.float32(np.int32(x[i]) - zp) * s
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def dequantize_s8(x, zp, s, out):
+    for i in range(x.size):
+        out[i] = np.float32(np.int32(x[i]) - zp) * s
+    return out

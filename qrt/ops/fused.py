@@ -119,6 +119,20 @@ def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
     """y[..., N] = x[..., K] (integer, per-tensor params) x w (N, K) integer constant."""
     if state is None:
         state = {}
+    fast = state.get(("fast", x.shape, x.dtype))
+    if fast is None and x_scale_in is None:
+        fast = state[("fast", x.shape, x.dtype)] = _prepare_fast_gemm(
+            state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier, scale, y_zp,
+            lo, hi, lo_f, hi_f, bias_f, post_table, post_lo, ctx)
+    if fast:
+        fn, head, shape2, out2, out_shape, out_dt, slot = fast
+        out = np.empty(out2, out_dt)
+        a8 = np.ascontiguousarray(x).reshape(shape2).view(np.uint8)
+        if slot == 0:
+            fn(a8, *head, out.view(np.uint8), _D2F, _D2I)
+        else:
+            fn(a8, *head, _D2U, out, _D2I)
+        return out.reshape(out_shape)
     n, k = w.shape
     lead = x.shape[:-1]
     a = np.ascontiguousarray(x.reshape(-1, k))
@@ -143,6 +157,53 @@ def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
     if post_table is not None:
         y = _post_table(y, post_table, post_lo, axis=-1)
     return y.reshape(lead + (n,))
+
+
+_D2U, _D2F, _D2I = (np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.float32),
+                    np.zeros((1, 1), np.int32))
+
+
+def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
+                       scale, y_zp, lo, hi, lo_f, hi_f, bias_f, post_table, post_lo, ctx):
+    """QGemm's per-input-shape call, like `_prepare_fast_conv`: one Numba call (pack A, GEMM,
+    epilogue, table) on the avx2 path. False when the general route is needed."""
+    from qrt.kernels import cpu as _cpu
+    from qrt.kernels.cpu import common
+    n, k = w.shape
+    dt = np.dtype(out_dtype)
+    if (bias_f is not None or x.dtype not in _INT8 or x.ndim < 1 or x.shape[-1] != k
+            or k > _ref.max_exact_k() // 4 * 4 or _cpu.resolve(None) != "avx2"
+            or dt not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32))
+            or (post_table is not None and dt == np.dtype(np.float32))):
+        return False
+    pw = state.get("w")
+    if pw is None:
+        pw = state["w"] = _ql.pack_weight(w, w_zp)
+    if pw.kernel != "avx2" or "b" not in pw.data:
+        return False
+    ep = state.get("ep")
+    if ep is None:
+        ep = state["ep"] = make_epilogue(n, out_dtype, bias, x_scale, None, w_scale, multiplier,
+                                         scale, y_zp, lo, hi, lo_f, hi_f)
+    mode, bs, mult, zpf, lof, hif = _ql._ep_args(ep, n)
+    m = int(np.prod(x.shape[:-1], dtype=np.int64))
+    b = pw.data["b"]
+    threads = _threads_for(m * n * k, ctx.threads)
+    mb, npb, kc = _ql._blocking("avx2", m, b.shape[0], threads)
+    table, flip = _NO_TABLE, np.uint8(0)
+    out_dt = dt
+    if post_table is not None:
+        t = np.asarray(post_table)
+        table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (n, 256))).view(np.uint8)
+        flip = np.uint8(128 if post_lo else 0)
+        out_dt = t.dtype
+    head = (x.dtype == np.int8, np.int64(int(x_zp)), np.int64(common.round_up(max(k, 1),
+                                                                             common.KALIGN)),
+            b, np.int64(n), np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bs, mult,
+            zpf, lof, hif, table, flip, threads > 1)
+    slot = 1 if dt == np.dtype(np.float32) else 0
+    return (_cpu.backend("avx2").linear_2d, head, (m, k), (m, n), x.shape[:-1] + (n,), out_dt,
+            slot)
 
 
 def _post_table(y, table, lo, axis):

@@ -253,8 +253,69 @@ def _saturate_round(v: np.ndarray, zp, dtype: np.dtype) -> np.ndarray:
     return y.astype(dtype)
 
 
+_F32 = np.dtype(np.float32)
+_U8, _S8 = np.dtype(np.uint8), np.dtype(np.int8)
+_fo = None
+
+
+def _float_ops():
+    global _fo
+    if _fo is None:
+        from qrt.kernels.cpu import float_ops
+        _fo = float_ops
+    return _fo
+
+
+def _scalar_scale(s) -> bool:
+    """A one-element float32 scale that is positive and finite (the common, valid case)."""
+    if type(s) is not np.ndarray or s.dtype != _F32 or s.size != 1:
+        return False
+    v = float(s.reshape(-1)[0])
+    return 0.0 < v < np.inf
+
+
+def _quantize_8bit_fast(x, s, z, output_dtype):
+    """Per-tensor float32 -> uint8/int8 in one Numba pass, or None when the general path is needed.
+    Same arithmetic as the general path: float32 x / float32 s, rint, + zp, NaN -> qmin, clamp."""
+    if (type(x) is not np.ndarray or x.dtype != _F32 or not _scalar_scale(s) or x.size < 16
+            or (z is not None and (type(z) is not np.ndarray or z.size != 1
+                                   or z.dtype not in (_U8, _S8)))
+            or (output_dtype and (z is None or output_dtype != (2 if z.dtype == _U8 else 3)))):
+        return None
+    dt = z.dtype if z is not None else _U8
+    if z is not None and z.ndim > 1:
+        return None
+    lo, hi = (0, 255) if dt == _U8 else (-128, 127)
+    out = np.empty(x.shape, dt)
+    _float_ops().quantize_f32(np.ascontiguousarray(x).reshape(-1), s.reshape(-1)[0],
+                              np.float32(0 if z is None else z.reshape(-1)[0]), np.float32(lo),
+                              np.float32(hi), out.reshape(-1).view(np.uint8))
+    return out
+
+
+def _dequantize_8bit_fast(x, s, z, output_dtype):
+    if (type(x) is not np.ndarray or x.dtype not in (_U8, _S8) or not _scalar_scale(s)
+            or x.size < 16 or output_dtype not in (0, 1)
+            or (z is not None and (type(z) is not np.ndarray or z.size != 1 or z.dtype != x.dtype
+                                   or z.ndim > 1))):
+        return None
+    out = np.empty(x.shape, _F32)
+    fo = _float_ops()
+    xc = np.ascontiguousarray(x).reshape(-1)
+    zp = np.int32(0 if z is None else z.reshape(-1)[0])
+    if x.dtype == _U8:
+        fo.dequantize_u8(xc, zp, s.reshape(-1)[0], out.reshape(-1))
+    else:
+        fo.dequantize_s8(xc, zp, s.reshape(-1)[0], out.reshape(-1))
+    return out
+
+
 def _quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, block_size=0, output_dtype=0,
                      precision=0, f16_in_f32=True, op="QuantizeLinear"):
+    if not precision and not block_size:
+        y = _quantize_8bit_fast(x, y_scale, y_zero_point, output_dtype)
+        if y is not None:
+            return y
     x = np.asarray(x)
     _check_float(x, op, "input x", allow_int=True)
     if x.dtype.kind in "iu" and x.dtype != np.int32:
@@ -299,6 +360,10 @@ def _quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, block_size=0, out
 
 def _dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=0,
                        op="DequantizeLinear"):
+    if not block_size:
+        y = _dequantize_8bit_fast(x, x_scale, x_zero_point, output_dtype)
+        if y is not None:
+            return y
     x = np.asarray(x)
     if x.dtype != np.int32:
         qrange(x.dtype, op, "input x")  # also names float8/float4/int2 inputs as out of scope
