@@ -1,7 +1,24 @@
 """VNNI path (AVX-512): u8 x s8 GEMM on ``vpdpbusd`` (llvm.x86.avx512.vpdpbusd.512), PERF-NOTES design.
 
-NEVER import or compile this module unless the host has avx512vnni + avx512bw: LLVM aborts the whole
-process otherwise. kernels/cpu/__init__.py only loads it when features.can_run('vnni').
+The hardware kernel is compiled only after ``features.vnni_implementation()`` said "hardware" (the
+host has avx512vnni + avx512bw): LLVM aborts the whole process if the intrinsic is compiled on any
+other CPU. Importing this module compiles nothing.
+
+Two implementations of the one instruction, chosen per call by :func:`gemm`:
+- ``hardware``: the ``llvm.x86.avx512.vpdpbusd.512`` intrinsic (a CPU with AVX-512 VNNI);
+- ``emulated`` (``QRT_VNNI_EMULATE=1`` or ``features.emulate_vnni()``): the same operation written in
+  plain LLVM IR (per int32 lane: its four bytes zero-extended (a) and sign-extended (b) by shifts, four i32
+  multiplies, wrapping adds into the accumulator lane), which LLVM lowers on any CPU. Everything else -- packing, the 6x64 register tile and its loop, the k-quad
+  blocking, the s8 shift and exactness corrections, the epilogue -- is the same code for both.
+The emulation lets the kernel *logic* be tested bit-exact on any CPU; it proves nothing about the
+instruction itself (operand order, semantics as the CPU implements them): that needs a VNNI CPU,
+where tests/kernels run the hardware kernel and its instruction-level check too.
+
+Numba's on-disk cache cannot mix the two: each implementation has its own @njit functions
+(``_gemm_hardware`` / ``_gemm_emulated``, and the ``dpbusd_*`` probes), so their cache index files
+differ by qualified name, and their cache entries carry the CPU name and features as well. Both
+implementations are generated here, in this one file, so that editing either invalidates both caches
+(Numba keys a cache on the source file of the function, not on the files of what it inlines).
 
 Formats:
 - weights: int8 (N/64, Kp/4, 64, 4) of w' (s8 weights as given; u8 weights shifted by -128), zw' likewise
@@ -21,17 +38,116 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from qrt.kernels.cpu import features
 from qrt.kernels.cpu.common import KALIGN, epilogue_tile, round_up
 
 MR = 6
 NRV = 64  # columns per panel: 4 zmm of int32
 NVEC = NRV // 16
+IMPLEMENTATIONS = ("hardware", "emulated")
+
+_I8, _I32 = ir.IntType(8), ir.IntType(32)
+_V16I32 = ir.VectorType(_I32, 16)
 
 
-def _make_ukernel(mr: int, nvec: int = NVEC):
+# ---------------------------------------------------------------- the instruction, two ways
+def _dpbusd_hardware(builder, acc, a, b):
+    """acc + vpdpbusd(a, b) on the real instruction (AVX-512 VNNI only!)."""
+    dp = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V16I32, [_V16I32, _V16I32, _V16I32]),
+        "llvm.x86.avx512.vpdpbusd.512")
+    return builder.call(dp, [acc, a, b])
+
+
+def _dpbusd_emulated(builder, acc, a, b):
+    """The same in plain LLVM IR, following Intel's pseudo-code for VPDPBUSD (src1=acc, src2=a,
+    src3=b): for lane i, acc[i] + sum_j zext(a.byte[4i+j]) * sext(b.byte[4i+j]), j = 0..3 (byte j of
+    a lane is bits 8j..8j+7, little-endian), every add wrapping modulo 2^32 (VPDPBUSD does not
+    saturate; VPDPBUSDS would). The products are exact in i32 (|u8 * s8| <= 32640). Only 16 x i32
+    shifts, multiplies and adds: cheap to compile, and LLVM lowers them on any target."""
+    out = acc
+    for j in range(4):
+        aj = builder.and_(builder.lshr(a, _splat(8 * j)), _splat(0xFF))  # zext(a.byte[4i+j])
+        bj = builder.ashr(builder.shl(b, _splat(24 - 8 * j)), _splat(24))  # sext(b.byte[4i+j])
+        out = builder.add(out, builder.mul(aj, bj))
+    return out
+
+
+def _splat(v: int):
+    return ir.Constant(_V16I32, [v] * 16)
+
+
+_DPBUSD = {"hardware": _dpbusd_hardware, "emulated": _dpbusd_emulated}
+
+
+def _make_dpbusd_probe(impl: str):
+    """Intrinsic out[0:16] = vpdpbusd(acc[0:16], a[0:64 bytes], b[0:64 bytes]) on addresses: the
+    instruction alone, for the instruction-level test against a numpy model."""
+    dot = _DPBUSD[impl]
+
+    @intrinsic
+    def probe(typingctx, acc_addr, a_addr, b_addr, out_addr):
+        sig = types.void(types.intp, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            acc, a, b = (builder.load(builder.inttoptr(x, _V16I32.as_pointer()), align=4)
+                         for x in args[:3])
+            builder.store(dot(builder, acc, a, b), builder.inttoptr(args[3], _V16I32.as_pointer()),
+                          align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return probe
+
+
+_probe_hw, _probe_emu = _make_dpbusd_probe("hardware"), _make_dpbusd_probe("emulated")
+
+
+@njit(cache=True)
+def _dpbusd_probe_hardware(acc, a, b):
+    out = np.empty(16, np.int32)
+    _probe_hw(acc.ctypes.data, a.ctypes.data, b.ctypes.data, out.ctypes.data)
+    return out
+
+
+@njit(cache=True)
+def _dpbusd_probe_emulated(acc, a, b):
+    out = np.empty(16, np.int32)
+    _probe_emu(acc.ctypes.data, a.ctypes.data, b.ctypes.data, out.ctypes.data)
+    return out
+
+
+def dpbusd(acc: np.ndarray, a: np.ndarray, b: np.ndarray, impl: str | None = None) -> np.ndarray:
+    """One vpdpbusd on (16,) int32 acc, (64,) uint8 a, (64,) int8 b through `impl` (default: the
+    current vnni implementation; 'hardware' is refused on a CPU without VNNI)."""
+    impl = _check_impl(impl)
+    acc = np.ascontiguousarray(acc, np.int32).reshape(16)
+    a = np.ascontiguousarray(a).view(np.uint8).reshape(64)
+    b = np.ascontiguousarray(b).view(np.int8).reshape(64)
+    fn = _dpbusd_probe_emulated if impl == "emulated" else _dpbusd_probe_hardware
+    return fn(acc, a, b)
+
+
+def _check_impl(impl: str | None) -> str:
+    if impl is None:
+        return features.vnni_implementation()
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown vnni implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+    if impl == "hardware":
+        missing = features.missing_features("vnni")
+        if missing:  # never compile the intrinsic here: LLVM would abort the process
+            raise features.KernelPathError(
+                f"the hardware vpdpbusd needs CPU features {', '.join(missing)} that this CPU lacks")
+    return impl
+
+
+# ---------------------------------------------------------------- micro-kernels
+def _make_ukernel(mr: int, impl: str, nvec: int = NVEC):
     """C[0:mr, 0:16*nvec] (int32, row stride ldc bytes) += A' strip . B' panel over kq k-quads.
     a_addr: packed A tile (row r at byte 4*r, k-quads 4*MR bytes apart); b_addr: panel, 64*nvec bytes
-    per k-quad."""
+    per k-quad. `impl` picks how vpdpbusd is emitted; the rest of the IR is the same."""
+    dot = _DPBUSD[impl]
 
     @intrinsic
     def ukernel(typingctx, a_addr, b_addr, kq, c_addr, ldc):
@@ -39,11 +155,8 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
 
         def codegen(context, builder, signature, args):
             a_addr, b_addr, kq, c_addr, ldc = args
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            v16i32 = ir.VectorType(i32, 16)
-            dp = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v16i32, [v16i32, v16i32, v16i32]),
-                "llvm.x86.avx512.vpdpbusd.512")
+            i64, i32 = ir.IntType(64), _I32
+            v16i32 = _V16I32
             c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
             zero16 = ir.Constant(ir.VectorType(i32, 16), None)
             bstride = 64 * nvec
@@ -80,7 +193,7 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
                 bc = builder.insert_element(ir.Constant(v16i32, ir.Undefined), s, ir.Constant(i32, 0))
                 av = builder.shuffle_vector(bc, ir.Constant(v16i32, ir.Undefined), zero16)
                 for j in range(nvec):
-                    new.append(builder.call(dp, [phis[r * nvec + j], av, bvec[j]]))
+                    new.append(dot(builder, phis[r * nvec + j], av, bvec[j]))
             k1 = builder.add(k, c64(1))
             k.add_incoming(k1, builder.block)
             for ph, v in zip(phis, new):
@@ -105,25 +218,43 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
     return ukernel
 
 
-_uk6, _uk5, _uk4, _uk3, _uk2, _uk1 = (_make_ukernel(r) for r in (6, 5, 4, 3, 2, 1))
+_hw6, _hw5, _hw4, _hw3, _hw2, _hw1 = (_make_ukernel(r, "hardware") for r in (6, 5, 4, 3, 2, 1))
+_em6, _em5, _em4, _em3, _em2, _em1 = (_make_ukernel(r, "emulated") for r in (6, 5, 4, 3, 2, 1))
 
 
 @njit(cache=True, inline="always")
-def _ukernel(mr, a_addr, b_addr, kq, c_addr, ldc):
+def _ukernel_hardware(mr, a_addr, b_addr, kq, c_addr, ldc):
     if mr == 6:
-        _uk6(a_addr, b_addr, kq, c_addr, ldc)
+        _hw6(a_addr, b_addr, kq, c_addr, ldc)
     elif mr == 5:
-        _uk5(a_addr, b_addr, kq, c_addr, ldc)
+        _hw5(a_addr, b_addr, kq, c_addr, ldc)
     elif mr == 4:
-        _uk4(a_addr, b_addr, kq, c_addr, ldc)
+        _hw4(a_addr, b_addr, kq, c_addr, ldc)
     elif mr == 3:
-        _uk3(a_addr, b_addr, kq, c_addr, ldc)
+        _hw3(a_addr, b_addr, kq, c_addr, ldc)
     elif mr == 2:
-        _uk2(a_addr, b_addr, kq, c_addr, ldc)
+        _hw2(a_addr, b_addr, kq, c_addr, ldc)
     elif mr == 1:
-        _uk1(a_addr, b_addr, kq, c_addr, ldc)
+        _hw1(a_addr, b_addr, kq, c_addr, ldc)
 
 
+@njit(cache=True, inline="always")
+def _ukernel_emulated(mr, a_addr, b_addr, kq, c_addr, ldc):
+    if mr == 6:
+        _em6(a_addr, b_addr, kq, c_addr, ldc)
+    elif mr == 5:
+        _em5(a_addr, b_addr, kq, c_addr, ldc)
+    elif mr == 4:
+        _em4(a_addr, b_addr, kq, c_addr, ldc)
+    elif mr == 3:
+        _em3(a_addr, b_addr, kq, c_addr, ldc)
+    elif mr == 2:
+        _em2(a_addr, b_addr, kq, c_addr, ldc)
+    elif mr == 1:
+        _em1(a_addr, b_addr, kq, c_addr, ldc)
+
+
+# ---------------------------------------------------------------- packing
 def pack_b(w: np.ndarray, zero_point: np.ndarray):
     """(N, K) s8/u8 weights -> (packed int8 (N/64, Kp/4, 64, 4), zw' int32 (N,), colsum(w') int64 (N,))."""
     n, k = w.shape
@@ -164,11 +295,12 @@ def prep_a(a, signed, kp, mr):
     return out, rs
 
 
-@njit(cache=True, parallel=True)
-def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
-         out_q, out_f, out_i):
-    """a: packed u8 A' (MT, Kp/4, 4*MR); b: packed s8 (NP, Kp/4, 64, 4). Same blocking as avx2.gemm;
-    the exactness corrections are applied to the tile before the epilogue."""
+# ---------------------------------------------------------------- GEMM
+@njit(cache=True, inline="always")
+def _gemm_body(ukernel, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
+               hif, out_q, out_f, out_i):
+    """The blocked GEMM, written once; inlined into _gemm_hardware and _gemm_emulated with their own
+    micro-kernel dispatcher (`ukernel`), so each compiles to code that holds only one of the two."""
     np_, kq, _, _ = b.shape
     nmb = (m + mb - 1) // mb
     nnb = (np_ + npb - 1) // npb
@@ -190,8 +322,8 @@ def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, l
             for p in range(pn):
                 bp = b0 + ((p0 + p) * kq + k0) * (4 * NRV)
                 for i in range(0, rows, MR):
-                    _ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
-                             t0 + i * ldc + p * (4 * NRV), ldc)
+                    ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
+                            t0 + i * ldc + p * (4 * NRV), ldc)
         cols = min(pn * NRV, n - p0 * NRV)
         for i in range(rows):
             rsi = np.int64(rowsum[r0 + i])
@@ -201,3 +333,31 @@ def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, l
                 tile[i, j] = np.int32(np.uint32(v & 0xFFFFFFFF))  # wrap: exact mod 2^32
         epilogue_tile(tile, r0, rows, 0, cols, p0 * NRV, mode, bias, mult, zpf, lof, hif,
                       out_q, out_f, out_i)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_hardware(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+                   out_q, out_f, out_i):
+    _gemm_body(_ukernel_hardware, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
+               zpf, lof, hif, out_q, out_f, out_i)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_emulated(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+                   out_q, out_f, out_i):
+    _gemm_body(_ukernel_emulated, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
+               zpf, lof, hif, out_q, out_f, out_i)
+
+
+def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+         out_q, out_f, out_i, impl=None):
+    """a: packed u8 A' (MT, Kp/4, 4*MR); b: packed s8 (NP, Kp/4, 64, 4). Same blocking as avx2.gemm;
+    the exactness corrections are applied to the tile before the epilogue. `impl` ('hardware' or
+    'emulated'; default: features.vnni_implementation(), checked before anything is compiled)."""
+    fn = _gemm_emulated if _check_impl(impl) == "emulated" else _gemm_hardware
+    # read-only epilogue vectors (np.broadcast_to views) are a different Numba type: copying the
+    # (N,) vectors keeps one compiled signature instead of three (each compile takes seconds)
+    bias = bias if bias.flags.writeable else bias.copy()
+    mult = mult if mult.flags.writeable else mult.copy()
+    fn(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+       out_q, out_f, out_i)

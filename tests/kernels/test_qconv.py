@@ -1,5 +1,6 @@
 """qconv (im2col + packed GEMM) and the depthwise kernel, bit-exact against qconv_ref /
-depthwise_conv_ref over strides, pads, dilations and groups, on every path this CPU can run."""
+depthwise_conv_ref over strides, pads, dilations and groups, on every path this CPU can run and on the
+vnni path through the emulated vpdpbusd (see test_qgemm.VARIANTS)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from qrt.kernels import qlinear as ql
 from qrt.kernels import ref
-from tests.kernels.test_qgemm import PATHS, _epilogue, _rand
+from tests.kernels.test_qgemm import VARIANTS, _epilogue, _rand, kernel_path
 
 SETTINGS = dict(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -45,27 +46,29 @@ def conv_case(draw, depthwise=False):
     return x, zx, w, zw, group, strides, pads, dil, ep
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @settings(**SETTINGS)
 @given(case=conv_case())
-def test_qconv_matches_ref(path, case):
+def test_qconv_matches_ref(variant, case):
     x, zx, w, zw, group, strides, pads, dil, ep = case
-    pcw = ql.pack_conv_weight(w, zw, group, path=path)
-    got = ql.qconv(x, zx, pcw, ep, strides, pads, dil, threads=2)
+    with kernel_path(variant) as path:
+        pcw = ql.pack_conv_weight(w, zw, group, path=path)
+        got = ql.qconv(x, zx, pcw, ep, strides, pads, dil, threads=2)
     want = ref.qconv_ref(x, zx, w, zw, ep, strides, pads, dil, group)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @settings(**SETTINGS)
 @given(case=conv_case(depthwise=True))
-def test_depthwise_matches_ref(path, case):
+def test_depthwise_matches_ref(variant, case):
     x, zx, w, zw, group, strides, pads, dil, ep = case
-    pcw = ql.pack_conv_weight(w, zw, group, path=path)
-    if group > 1:
-        assert pcw.depthwise
-    got = ql.qconv(x, zx, pcw, ep, strides, pads, dil, threads=2)
+    with kernel_path(variant) as path:
+        pcw = ql.pack_conv_weight(w, zw, group, path=path)
+        if group > 1:
+            assert pcw.depthwise
+        got = ql.qconv(x, zx, pcw, ep, strides, pads, dil, threads=2)
     want = ref.depthwise_conv_ref(x, zx, w, zw, ep, strides, pads, dil)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)

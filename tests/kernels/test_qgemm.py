@@ -1,5 +1,14 @@
-"""Every fast integer kernel is bit-exact against its ref.py twin, on every path this CPU can run."""
+"""Every fast integer kernel is bit-exact against its ref.py twin, on every path this CPU can run,
+and on the vnni path through the emulated vpdpbusd on any CPU (kernel variant ``vnni-emulated``).
+
+Variants: ``vnni`` is the hardware instruction (skipped on a CPU without AVX-512 VNNI, and never
+compiled there: LLVM would abort the process); ``vnni-emulated`` is the same path -- packing, the 6x64
+tile and its loops, s8 shift, column/row corrections, epilogue -- with vpdpbusd emulated in plain LLVM
+IR (features.emulate_vnni). Emulation proves the kernel logic, not the instruction itself.
+"""
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -12,17 +21,44 @@ from qrt.kernels.cpu import KernelPathError, available_paths, backend, check_pat
 
 FAST = ("vnni", "avx2", "portable")
 SETTINGS = dict(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+VNNI_EMULATED = "vnni-emulated"
+
+
+def _hardware_skip(p):
+    missing = features.missing_features(p)
+    if not missing:
+        return []
+    why = "CPU lacks AVX-512 VNNI" if p == "vnni" else f"CPU lacks {', '.join(missing)}"
+    return [pytest.mark.skip(reason=why)]
 
 
 def _path_param(p):
-    marks = []
-    if not features.can_run(p):
-        marks.append(pytest.mark.skip(reason="CPU lacks AVX-512 VNNI" if p == "vnni"
-                                      else f"CPU lacks {', '.join(features.missing_features(p))}"))
+    marks = [] if features.can_run(p) else _hardware_skip(p)
     return pytest.param(p, marks=marks, id=p)
 
 
+# Path names for tests that take a plain path (kept for other kernel tests that import it).
 PATHS = [_path_param(p) for p in FAST + ("ref",)]
+# Kernel variants: the hardware paths, plus the vnni path through the emulation (always runs).
+VARIANTS = ([pytest.param("vnni", marks=_hardware_skip("vnni"), id="vnni")]
+            + [pytest.param(VNNI_EMULATED, id=VNNI_EMULATED)]
+            + [_path_param(p) for p in ("avx2", "portable", "ref")])
+
+
+@contextlib.contextmanager
+def kernel_path(variant):
+    """Enter a kernel variant; yields the path name to pass as `path=`. 'vnni' is the hardware
+    instruction (emulation forced off whatever QRT_VNNI_EMULATE says), 'vnni-emulated' the emulation."""
+    if variant == VNNI_EMULATED:
+        with features.emulate_vnni(True):
+            assert features.vnni_implementation() == "emulated"
+            yield "vnni"
+    elif variant == "vnni":
+        with features.emulate_vnni(False):
+            assert features.vnni_implementation() == "hardware"
+            yield "vnni"
+    else:
+        yield variant
 
 
 def _rand(rng, shape, dtype):
@@ -68,75 +104,118 @@ def _epilogue(draw_kind, rng, n, per_channel):
     return ep
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("variant", VARIANTS)
 @settings(**SETTINGS)
 @given(case=gemm_case(), kind=st.sampled_from(["i32", "u8", "u8relu", "s8", "s8clip", "float"]),
        threads=st.sampled_from([1, 2]))
-def test_qlinear_matches_ref(path, case, kind, threads):
+def test_qlinear_matches_ref(variant, case, kind, threads):
     a, za, w, zw, rng = case
-    pw = ql.pack_weight(w, zw, path=path)
-    want_acc = ref.qgemm_i32(a, za, w, np.broadcast_to(zw, (w.shape[0],)))
-    if kind == "i32":
-        got = ql.qgemm_i32(a, za, pw, threads)
-        assert got.dtype == np.int32
-        np.testing.assert_array_equal(got, want_acc)
-        return
-    ep = _epilogue(kind, rng, w.shape[0], zw.size > 1)
-    got = ql.qlinear(a, za, pw, ep, threads)
-    want = ref.epilogue_ref(want_acc, ep)
-    assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(ql.apply_epilogue(want_acc, ep, path), want)
+    with kernel_path(variant) as path:
+        pw = ql.pack_weight(w, zw, path=path)
+        want_acc = ref.qgemm_i32(a, za, w, np.broadcast_to(zw, (w.shape[0],)))
+        if kind == "i32":
+            got = ql.qgemm_i32(a, za, pw, threads)
+            assert got.dtype == np.int32
+            np.testing.assert_array_equal(got, want_acc)
+            return
+        ep = _epilogue(kind, rng, w.shape[0], zw.size > 1)
+        got = ql.qlinear(a, za, pw, ep, threads)
+        want = ref.epilogue_ref(want_acc, ep)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(ql.apply_epilogue(want_acc, ep, path), want)
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_larger_gemm_blocks(path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_larger_gemm_blocks(variant):
     """Several row blocks, panels and K chunks (the blocking loops), incl. leftovers everywhere."""
     rng = np.random.default_rng(7)
     a = _rand(rng, (101, 1030), np.uint8)
     w = _rand(rng, (300, 1030), np.int8)
-    pw = ql.pack_weight(w, 0, path=path)
-    np.testing.assert_array_equal(ql.qgemm_i32(a, 128, pw, 2), ref.qgemm_i32(a, 128, w, 0))
+    with kernel_path(variant) as path:
+        pw = ql.pack_weight(w, 0, path=path)
+        np.testing.assert_array_equal(ql.qgemm_i32(a, 128, pw, 2), ref.qgemm_i32(a, 128, w, 0))
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_extreme_values_exact(path):
-    """|a - za| = |w - zw| = 255 everywhere: the largest products, no saturation anywhere."""
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("a_dt", [np.uint8, np.int8], ids=["u8", "s8"])
+def test_extreme_values_exact(variant, a_dt):
+    """|a - za| = |w - zw| = 255 everywhere: the largest products, no saturation anywhere
+    (s8 activations: -128 with zero point 127, through the vnni path's +128 shift)."""
     k = 1000
-    a = np.full((7, k), 255, np.uint8)
+    lo, hi = ref.qrange(a_dt)
+    a = np.full((7, k), hi, a_dt)
+    za = lo
     w = np.full((9, k), 255, np.uint8)
-    pw = ql.pack_weight(w, 0, path=path)
-    got = ql.qgemm_i32(a, 0, pw)
-    np.testing.assert_array_equal(got, np.full((7, 9), 255 * 255 * k, np.int32))
-    pw = ql.pack_weight(np.zeros((9, k), np.uint8), 255, path=path)
-    np.testing.assert_array_equal(ql.qgemm_i32(a, 0, pw), np.full((7, 9), -255 * 255 * k))
+    with kernel_path(variant) as path:
+        pw = ql.pack_weight(w, 0, path=path)
+        got = ql.qgemm_i32(a, za, pw)
+        np.testing.assert_array_equal(got, np.full((7, 9), 255 * 255 * k, np.int32))
+        pw = ql.pack_weight(np.zeros((9, k), np.uint8), 255, path=path)
+        np.testing.assert_array_equal(ql.qgemm_i32(a, za, pw), np.full((7, 9), -255 * 255 * k))
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_k_beyond_max_exact_k_split_or_overflow(path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_largest_k_and_zero_points_wrap_exactly(variant):
+    """K = the largest exact K, |a - za| = |w - zw| = 255 through the zero points only: the exact
+    sums sit next to the int32 limit, and the vnni path's column correction K*za'*zw' - za'*colsum
+    (> 2^31) only comes out right through its wrapping (mod 2^32) arithmetic."""
+    k = ref.max_exact_k() // 4 * 4
+    a = np.zeros((2, k), np.uint8)
+    w = np.zeros((3, k), np.uint8)
+    want = ref.qgemm_i32(a, 255, w, np.full(3, 255))
+    assert int(want[0, 0]) == 255 * 255 * k > 2 ** 31 - 2 ** 20
+    with kernel_path(variant) as path:
+        pw = ql.pack_weight(w, 255, path=path)
+        np.testing.assert_array_equal(ql.qgemm_i32(a, 255, pw, 2), want)
+        s8 = np.full((2, k), 127, np.int8)  # s8 activations, zero point -128: +255 per element
+        np.testing.assert_array_equal(ql.qgemm_i32(s8, -128, pw), -want)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_k_beyond_max_exact_k_split_or_overflow(variant):
     kmax = ref.max_exact_k()
     k = kmax + 100
     rng = np.random.default_rng(3)
     a = _rand(rng, (3, k), np.uint8)
     w = _rand(rng, (5, k), np.int8)
-    pw = ql.pack_weight(w, 0, path=path)
-    np.testing.assert_array_equal(ql.qgemm_i32(a, 0, pw), ref.qgemm_i32(a, 0, w, 0))
-    big = ql.pack_weight(np.full((2, k), 255, np.uint8), 0, path=path)
-    with pytest.raises(OverflowError, match=f"K={k}"):
-        ql.qgemm_i32(np.full((1, k), 255, np.uint8), 0, big)
+    with kernel_path(variant) as path:
+        pw = ql.pack_weight(w, 0, path=path)
+        np.testing.assert_array_equal(ql.qgemm_i32(a, 0, pw), ref.qgemm_i32(a, 0, w, 0))
+        big = ql.pack_weight(np.full((2, k), 255, np.uint8), 0, path=path)
+        with pytest.raises(OverflowError, match=f"K={k}"):
+            ql.qgemm_i32(np.full((1, k), 255, np.uint8), 0, big)
 
 
 def test_path_selection_and_errors(monkeypatch):
+    monkeypatch.delenv(features.ENV_VAR, raising=False)
     paths = available_paths()
     assert paths[-2:] == ("portable", "ref")
     assert backend("ref") is None
     with pytest.raises(KernelPathError, match="unknown kernel path"):
         check_path("sse9")
-    if not features.can_run("vnni"):
-        with pytest.raises(KernelPathError, match="avx512vnni"):
-            check_path("vnni")
-        with pytest.raises(KernelPathError):
-            ql.pack_weight(np.zeros((2, 4), np.int8), 0, path="vnni")
+    with features.emulate_vnni(False):
+        if features.missing_features("vnni"):
+            assert not features.can_run("vnni") and "vnni" not in available_paths()
+            with pytest.raises(KernelPathError, match="avx512vnni.*QRT_VNNI_EMULATE"):
+                check_path("vnni")
+            with pytest.raises(KernelPathError):
+                ql.pack_weight(np.zeros((2, 4), np.int8), 0, path="vnni")
+            with pytest.raises(KernelPathError, match="avx512vnni"):
+                features.vnni_implementation()
+        else:
+            assert features.vnni_implementation() == "hardware"
+            assert features.default_path() == "vnni"
+    with features.emulate_vnni(True):  # runnable when asked for, never the default
+        assert check_path("vnni") == "vnni" and "vnni" in available_paths()
+        assert features.vnni_implementation() == "emulated"
+        assert features.default_path() == features.native_paths()[0]
+        monkeypatch.setenv(features.ENV_VAR, "vnni")
+        assert features.default_path() == "vnni"
+    if features.missing_features("vnni"):
+        with features.emulate_vnni(False):
+            with pytest.raises(KernelPathError):  # the cached choice follows the switch
+                features.default_path()
     monkeypatch.setenv(features.ENV_VAR, "portable")
     assert features.default_path() == "portable"
     monkeypatch.setenv(features.ENV_VAR, "bogus")
