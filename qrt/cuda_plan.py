@@ -85,6 +85,23 @@ def _const(graph: ir.Graph, name: str, what: str, optional: bool = False):
     return np.asarray(arr)
 
 
+def _differs(v, default) -> bool:
+    if default is None:
+        return v is not None
+    try:
+        return not bool(np.all(np.asarray(v) == np.asarray(default)))
+    except Exception:
+        return True
+
+
+def _check_attrs(node, kw, defaults, handled):
+    """Refuse a node that sets an attribute this GPU op does not implement (one added to the CPU
+    op later, say): it then runs on the CPU instead of silently ignoring the attribute."""
+    for a in node.attrs:
+        if a in kw and a not in handled and _differs(node.attrs[a], defaults.get(a)):
+            raise _NoGpu(f"attribute '{a}' has no GPU implementation")
+
+
 def _inputs(node, n):
     return list(node.inputs) + [""] * (n - len(node.inputs))
 
@@ -115,10 +132,15 @@ def _tile(api):
 class _Linear(_GpuOp):
     """qrt.QConv / qrt.QGemm: inputs (x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f)."""
 
-    def __init__(self, graph, node, kw, api, conv: bool):
+    ATTRS = ("x_scale", "x_zp", "w_scale", "out_dtype", "multiplier", "scale", "y_zp", "lo", "hi",
+             "lo_f", "hi_f", "kernel", "state", "post_table", "post_lo")
+    CONV_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
+
+    def __init__(self, graph, node, kw, defaults, api, conv: bool):
         from qrt.kernels import ref
         from qrt.ops import fused
 
+        _check_attrs(node, kw, defaults, self.ATTRS + (self.CONV_ATTRS if conv else ()))
         x, w, wzp, bias, xs_in, xz_in, bias_f = _inputs(node, 7)
         w_arr = _const(graph, w, "weight")
         wz = _const(graph, wzp, "weight zero point")
@@ -162,6 +184,16 @@ class _Linear(_GpuOp):
         if self.bias_f is not None and self.bias_f.shape[0] != self.m:
             raise _NoGpu(f"float bias of {self.bias_f.shape[0]} values for {self.m} channels")
         self.x_zp = int(kw["x_zp"])
+        self.table = None
+        if kw.get("post_table") is not None:  # a QLut folded into the op (passes/lut_regions)
+            t = np.asarray(kw["post_table"])
+            qlo = (-128 if out_dtype == np.int8 else 0) if out_dtype in _INT8 else None
+            if qlo is None or int(kw["post_lo"]) != qlo or t.ndim not in (1, 2) or \
+                    t.shape[-1] < 256 or (t.ndim == 2 and t.shape[0] not in (1, self.m)):
+                raise _NoGpu(f"folded lookup table of shape {list(t.shape)} on a {out_dtype} "
+                             f"output (post_lo={kw['post_lo']})")
+            self.table = api.to_device(np.ascontiguousarray(t.reshape(-1, t.shape[-1])))
+            self.table_lo = qlo
         dev_in = (CUDA, None, None, None, CPU, CPU, None)
         super().__init__(node, dev_in, (CUDA,))
 
@@ -175,15 +207,19 @@ class _Linear(_GpuOp):
                                                    (self.m,)))
         return a_zp, dataclasses.replace(self.cep, vec=api.to_device(vec, stream=stream))
 
-    def _bias(self, api, y, axis, stream):
+    def _finish(self, api, y, axis, stream):
+        """The CPU op's tail: float bias (+ clamp) on a float output, or the folded table on an
+        8-bit one."""
         if self.bias_f is not None:
             api.channel_bias_cuda(y, self.bias_f, axis, self.lo_f, self.hi_f, stream=stream)
+        if self.table is not None:
+            y = api.lut_cuda(y, self.table, self.table_lo, axis=axis, stream=stream)
         return y
 
 
 class _QConv(_Linear):
-    def __init__(self, graph, node, kw, api):
-        super().__init__(graph, node, kw, api, conv=True)
+    def __init__(self, graph, node, kw, defaults, api):
+        super().__init__(graph, node, kw, defaults, api, conv=True)
         self.group = int(kw["group"])
         nd = len(self.w_shape) - 2
         self.ks = self.w_shape[2:]
@@ -209,14 +245,14 @@ class _QConv(_Linear):
         y = api.qconv_cuda(x, a_zp, self.cw, cep, kernel_shape=self.ks, strides=self.strides,
                            pads=pads, dilations=self.dilations, group=self.group, stream=stream,
                            tile=_tile(api))
-        return (self._bias(api, y, 1, stream),)
+        return (self._finish(api, y, 1, stream),)
 
 
 class _QGemm(_Linear):
     kernel = "cuda.int8_gemm"
 
-    def __init__(self, graph, node, kw, api):
-        super().__init__(graph, node, kw, api, conv=False)
+    def __init__(self, graph, node, kw, defaults, api):
+        super().__init__(graph, node, kw, defaults, api, conv=False)
         self.k = self.w_shape[1]
 
     def run(self, api, args, stream):
@@ -228,7 +264,7 @@ class _QGemm(_Linear):
         a = x.reshape(math.prod(lead), self.k)
         a_zp, cep = self._epilogue(api, args, stream)
         y = api.qlinear_cuda(a, a_zp, self.cw, cep, stream=stream, tile=_tile(api))
-        y = self._bias(api, y, 1, stream)
+        y = self._finish(api, y, 1, stream)
         return (y.reshape(*(lead + (self.m,))),)
 
 
@@ -248,7 +284,9 @@ def _qparams_checked(op, s, z, dtype):
 class _QuantDequant(_GpuOp):
     """QuantizeLinear / DequantizeLinear: per-tensor or per-axis, int8/uint8, float32 scale."""
 
-    def __init__(self, graph, node, kw, api, quantize: bool):
+    def __init__(self, graph, node, kw, defaults, api, quantize: bool):
+        _check_attrs(node, kw, defaults, ("axis", "block_size", "output_dtype", "precision",
+                                          "saturate"))
         x, sname, zname = _inputs(node, 3)
         op = node.op_type
         s = _const(graph, sname, "scale")
@@ -303,7 +341,8 @@ class _DynamicQuantize(_GpuOp):
 
     kernel = "cuda.dynamic_quantize"
 
-    def __init__(self, graph, node, kw, api):
+    def __init__(self, graph, node, kw, defaults, api):
+        _check_attrs(node, kw, defaults, ())
         super().__init__(node, (CUDA,), (CUDA, CPU, CPU))
 
     def run(self, api, args, stream):
@@ -319,22 +358,29 @@ class _DynamicQuantize(_GpuOp):
 
 
 class _Lut(_GpuOp):
+    """qrt.QLut: one (256,) table, or (C, 256) per channel along axis 1."""
+
     kernel = "cuda.lut"
 
-    def __init__(self, graph, node, kw, api):
+    def __init__(self, graph, node, kw, defaults, api):
+        _check_attrs(node, kw, defaults, ("table", "in_lo", "kernel"))
         table = kw.get("table")
-        if table is None or np.ndim(table) != 1 or np.size(table) < 256:
-            raise _NoGpu("lookup table is not a 1-D table of every 8-bit code")
-        self.table = api.to_device(np.ascontiguousarray(table))
+        if table is None or np.ndim(table) not in (1, 2) or np.shape(table)[-1] < 256:
+            raise _NoGpu("lookup table does not hold every 8-bit code")
+        t = np.asarray(table)
+        self.channels = 1 if t.ndim == 1 else int(t.shape[0])
+        self.table = api.to_device(np.ascontiguousarray(t.reshape(-1, t.shape[-1])))
         self.in_lo = int(kw["in_lo"])
         super().__init__(node, (CUDA,), (CUDA,))
 
     def run(self, api, args, stream):
         x = args[0]
-        if np.dtype(x.dtype) not in _INT8 or x.ndim == 0 or \
-                self.in_lo != (0 if x.dtype == np.uint8 else -128):
+        xs = tuple(x.shape)
+        if np.dtype(x.dtype) not in _INT8 or not xs or \
+                self.in_lo != (0 if x.dtype == np.uint8 else -128) or \
+                (self.channels > 1 and (len(xs) < 2 or xs[1] != self.channels)):
             raise _HostFallback
-        return (api.lut_cuda(x, self.table, self.in_lo, stream=stream),)
+        return (api.lut_cuda(x, self.table, self.in_lo, axis=1, stream=stream),)
 
 
 class _ShapeOnly(_GpuOp):
@@ -359,8 +405,8 @@ _SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 _LOWER: dict[tuple[str, str], Callable] = {
     ("qrt", "QConv"): _QConv,
     ("qrt", "QGemm"): _QGemm,
-    ("", "QuantizeLinear"): lambda g, n, kw, api: _QuantDequant(g, n, kw, api, True),
-    ("", "DequantizeLinear"): lambda g, n, kw, api: _QuantDequant(g, n, kw, api, False),
+    ("", "QuantizeLinear"): lambda g, n, kw, d, api: _QuantDequant(g, n, kw, d, api, True),
+    ("", "DequantizeLinear"): lambda g, n, kw, d, api: _QuantDequant(g, n, kw, d, api, False),
     ("", "DynamicQuantizeLinear"): _DynamicQuantize,
     ("qrt", "QLut"): _Lut,
 }
@@ -468,7 +514,7 @@ class CudaPlan:
             kwargs = {a: node.attrs.get(a, d) for a, d in opdef.attrs.items()}
             if opdef.wants_ctx:
                 kwargs["ctx"] = NodeContext(node.name, node.op_type, len(node.outputs), threads)
-            op, reason = self._lower(node, kwargs, where, opdef.fn)
+            op, reason = self._lower(node, kwargs, where, opdef)
             info = {"device": CUDA if op else CPU, "reason": reason,
                     "kernel": op.kernel if op else "", "transfers": []}
             self.node_info[id(node)] = info
@@ -526,7 +572,7 @@ class CudaPlan:
             self.slot[key] = len(self.slot)
         return self.slot[key]
 
-    def _lower(self, node, kwargs, where, fn):
+    def _lower(self, node, kwargs, where, opdef):
         """(GPU op, "") or (None, why it runs on the CPU)."""
         key = (node.domain, node.op_type)
         try:
@@ -534,11 +580,11 @@ class CudaPlan:
                 data = node.inputs[0] if node.inputs else ""
                 if not data or CUDA not in where.get(data, ()):
                     return None, "data is on the host (shape-only op: runs where its input is)"
-                return _ShapeOnly(self.graph, node, kwargs, self._api, fn, kwargs), ""
+                return _ShapeOnly(self.graph, node, kwargs, self._api, opdef.fn, kwargs), ""
             make = _LOWER.get(key)
             if make is None:
                 return None, f"no CUDA kernel for {node.op_type}"
-            return make(self.graph, node, kwargs, self._api), ""
+            return make(self.graph, node, kwargs, opdef.attrs, self._api), ""
         except _NoGpu as e:
             return None, str(e)
 

@@ -225,10 +225,12 @@ def channel_bias_kernel(y, bias, inner, fclip, fp):
 
 
 @cuda.jit
-def lut_kernel(x, table, in_lo, out):
-    """out[i] = table[x[i] - in_lo] (the host checks that every code indexes inside the table)."""
+def lut_kernel(x, table, in_lo, inner, out):
+    """out[i] = table[ch, x[i] - in_lo], ch = (i // inner) % C for a (C, T) table (C == 1: one
+    table for every element). The host checks that every code indexes inside the table."""
+    nch = table.shape[0]
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        out[i] = table[int32(x[i]) - in_lo]
+        out[i] = table[(i // inner) % nch, int32(x[i]) - in_lo]
 
 
 # ---------------------------------------------------------------------------------------------

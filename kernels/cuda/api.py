@@ -342,21 +342,34 @@ def channel_bias_cuda(y, bias, axis, lo_f=None, hi_f=None, stream=0):
     return y
 
 
-def lut_cuda(x, table, in_lo=0, out=None, stream=0):
-    """y = table[x - in_lo] for u8/s8 codes (qrt's QLut); table: 1-D, host or device, holding
-    every code of x's type: in_lo must be x's qmin and the table at least 256 long."""
+def lut_cuda(x, table, in_lo=0, axis=None, out=None, stream=0):
+    """y = table[x - in_lo] for u8/s8 codes (qrt's QLut). table: host or device, (T,) for every
+    element or (C, T) per channel along `axis` (C == x.shape[axis]); it must hold every code of
+    x's type: in_lo is x's qmin and T >= 256."""
     xd = to_device(x, None, stream)
     _check_int8(xd.dtype, "lookup input")
     td = to_device(table, None, stream)
+    if td.ndim == 1:
+        td = td.reshape(1, td.shape[0])
     lo, _ = ref.qrange(xd.dtype)
-    if td.ndim != 1 or td.shape[0] < 256 or int(in_lo) != lo:
-        raise ValueError(f"table of shape {tuple(td.shape)} with in_lo={in_lo} does not cover "
-                         f"every {np.dtype(xd.dtype)} code (needs 1-D, >= 256, in_lo={lo})")
+    tshape = tuple(td.shape)
+    if td.ndim != 2 or tshape[1] < 256 or int(in_lo) != lo:
+        raise ValueError(f"table of shape {tshape} with in_lo={in_lo} does not cover every "
+                         f"{np.dtype(xd.dtype)} code (needs (T,) or (C, T), T >= 256, in_lo={lo})")
     shape = tuple(xd.shape)
+    inner = 1
+    if tshape[0] > 1:
+        if axis is None or not shape:
+            raise ValueError(f"a per-channel table ({tshape[0]} channels) needs axis=")
+        ax = axis % len(shape)
+        if shape[ax] != tshape[0]:
+            raise ValueError(f"per-channel table for {tshape[0]} channels, input shape {shape} "
+                             f"along axis {ax}")
+        inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
     y = _out(out, shape, td.dtype)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
-        K.lut_kernel[_ew_grid(n), K.EW_THREADS, stream](xd.reshape(n), td, int(in_lo),
+        K.lut_kernel[_ew_grid(n), K.EW_THREADS, stream](xd.reshape(n), td, int(in_lo), inner,
                                                         y.reshape(n))
     return y
 

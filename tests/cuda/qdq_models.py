@@ -38,10 +38,10 @@ class _Builder:
                                            name=self._name("DQ")))
         return dq
 
-    def weight(self, shape, axis):
+    def weight(self, shape, axis, scale=(0.002, 0.02)):
         """A per-channel s8 weight behind a DequantizeLinear (axis = output-channel axis)."""
         w = self.rng.integers(-127, 128, shape).astype(np.int8)
-        scale = self.rng.uniform(0.002, 0.02, shape[axis]).astype(np.float32)
+        scale = self.rng.uniform(*scale, shape[axis]).astype(np.float32)
         wq = self.const("w", w)
         ws = self.const("ws", scale)
         wz = self.const("wz", np.zeros(shape[axis], np.int8))
@@ -187,3 +187,24 @@ def fallback_net(k):
                             ("xi", TensorProto.INT32, [4])],
                   [("yg", FLOAT, [1, 2]), ("yc", FLOAT, [1, 2, 2, 2, 2]),
                    ("yi", TensorProto.UINT8, [4])], b.inits)
+
+
+def table_net(act_dtype="uint8", seed=4):
+    """Lookup tables folded into the integer ops (passes/lut_regions): Conv -> Q -> DQ ->
+    BatchNormalization -> Q becomes a QConv with a per-channel (C, 256) output table; Gemm -> Q ->
+    DQ -> Sigmoid -> Q a QGemm with one (256,) table."""
+    rng = np.random.default_rng(seed)
+    b = _Builder(rng, act_dtype)
+    c = b.op("Conv", [b.qdq("x", 0.05), b.weight((3, 2, 3, 3), 0)], "conv", kernel_shape=[3, 3],
+             pads=[1, 1, 1, 1])
+    bn = b.op("BatchNormalization",
+              [b.qdq(c, 0.05)] + [b.const(n, v.astype(np.float32)) for n, v in (
+                  ("g", rng.uniform(0.5, 2, 3)), ("b", rng.uniform(-1, 1, 3)),
+                  ("mu", rng.uniform(-0.5, 0.5, 3)), ("var", rng.uniform(0.5, 2, 3)))], "bn")
+    f = b.qdq(b.op("Flatten", [b.qdq(bn, 0.04)], "flatten"), 0.04)
+    g = b.op("Gemm", [f, b.weight((8, 48), 0, scale=(2e-4, 2e-3))], "gemm", transB=1)
+    s = b.op("Sigmoid", [b.qdq(g, 0.1)], "sigmoid")
+    so, zo = b.const("s", np.float32(1 / 256)), b.const("z", np.array(0, np.uint8))
+    b.nodes.append(helper.make_node("QuantizeLinear", [s, so, zo], ["y"], name="Q_out"))
+    return _model(b.nodes, [("x", FLOAT, [1, 2, 4, 4])], [("y", TensorProto.UINT8, [1, 8])],
+                  b.inits)

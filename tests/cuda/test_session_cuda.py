@@ -161,6 +161,42 @@ def test_lookup_table_on_gpu(cuda_session):
     assert _by_name(gpu)["sigmoid"]["device_kernel"] == "cuda.lut"
 
 
+@pytest.mark.parametrize("act", ["uint8", "int8"])
+def test_tables_folded_into_integer_ops(cuda_session, act):
+    """passes/lut_regions folds BatchNorm (per channel) and Sigmoid tables into the QConv/QGemm
+    before them: the GPU ops apply them after the epilogue, like the CPU ops."""
+    model = M.table_net(act)
+    x = np.random.default_rng(6).normal(size=(1, 2, 4, 4)).astype(np.float32)
+    gpu = cuda_session(model)
+    _same(gpu.run(None, {"x": x}), qrt.InferenceSession(model, threads=1).run(None, {"x": x}))
+    tables = {st.node.name: np.shape(st.node.attrs.get("post_table")) for st in gpu._plan.steps
+              if st.node is not None and st.node.domain == "qrt"}
+    assert tables == {"conv": (3, 256), "gemm": (256,)}
+    assert {e["device"] for e in gpu.lowering_report()} <= {"cuda", None}
+
+
+def test_unknown_attribute_keeps_the_node_on_the_cpu(cuda_session, monkeypatch):
+    """An attribute the GPU op does not implement (one the CPU op gains later, set by a pass)
+    sends the node to the CPU instead of being silently ignored."""
+    from qrt.ops import resolve
+    from qrt.passes import fuse_qdq
+
+    monkeypatch.setitem(resolve("QGemm", "qrt", 1).attrs, "new_thing", None)
+    real = fuse_qdq.run
+
+    def with_extra(graph, opts=None):
+        changed = real(graph, opts)
+        for n in graph.nodes:
+            if n.op_type == "QGemm" and n.name == "mm":
+                n.attrs["new_thing"] = 1
+        return changed
+    monkeypatch.setattr(fuse_qdq, "run", with_extra)
+    rep = _by_name(cuda_session(M.mlp()))
+    assert rep["mm"]["device"] == "cpu"
+    assert rep["mm"]["device_reason"] == "attribute 'new_thing' has no GPU implementation"
+    assert rep["gemm"]["device"] == "cuda"
+
+
 def test_cpu_fallbacks_name_their_reason(cuda_session, monkeypatch):
     """A K beyond the int32-exact limit (lowered to 16 here, so the model stays tiny: the CPU op
     then splits its accumulation, as it does for real beyond 33025) and a 3-D conv run on the CPU
