@@ -163,3 +163,31 @@ def dequantize_s8(x, zp, s, out):
     for i in range(x.size):
         out[i] = np.float32(np.int32(x[i]) - zp) * s
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def qadd_chan(a, b, out, za, zb, ma, mb, zy, lo, hi):
+    """a, out: (N, C, S); b: (Nb, C) with Nb in {1, N}, broadcast along S (a per-channel operand
+    such as a squeeze-excitation scale)."""
+    n, c, s = a.shape
+    for i in range(n):
+        ib = i if b.shape[0] > 1 else 0
+        for j in range(c):
+            vb = np.float32(np.int32(np.int32(b[ib, j]) - zb)) * mb
+            for k in range(s):
+                va = np.float32(np.int32(np.int32(a[i, j, k]) - za)) * ma
+                out[i, j, k] = _sat(va + vb, zy, lo, hi)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def qmul_chan(a, b, out, za, zb, m, zy, lo, hi):
+    n, c, s = a.shape
+    for i in range(n):
+        ib = i if b.shape[0] > 1 else 0
+        for j in range(c):
+            vb = np.int32(np.int32(b[ib, j]) - zb)
+            for k in range(s):
+                p = np.int32((np.int32(a[i, j, k]) - za) * vb)
+                out[i, j, k] = _sat(np.float32(p) * m, zy, lo, hi)
+    return out

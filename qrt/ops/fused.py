@@ -647,9 +647,10 @@ def _saturate(y, y_zp, out_dtype):
     return np.clip(y + np.float32(y_zp), lo, hi).astype(out_dtype)
 
 
-def _binary_fast(flat, quad, a, b, out_dtype, consts):
+def _binary_fast(flat, quad, chan, a, b, out_dtype, consts):
     """Run the Numba twin of QAdd/QMul when the operands are 8-bit and the broadcast is simple
-    (same shape, a one-element side, or rank <= 4); None otherwise (numpy path)."""
+    (same shape, a one-element side, a per-channel side (N|1, C, 1, ...), or rank <= 4); None
+    otherwise (numpy path). The caller puts the larger operand first."""
     odt = np.dtype(out_dtype)
     if a.dtype not in _INT8 or b.dtype not in _INT8 or odt not in _INT8:
         return None
@@ -659,6 +660,13 @@ def _binary_fast(flat, quad, a, b, out_dtype, consts):
         out = np.empty(a.shape, odt)
         flat(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
              out.reshape(-1), *tail)
+        return out
+    if (a.ndim >= 3 and b.ndim == a.ndim and b.shape[1] == a.shape[1]
+            and b.shape[0] in (1, a.shape[0]) and b.size == b.shape[0] * b.shape[1]):
+        out = np.empty(a.shape, odt)
+        n, c = a.shape[:2]
+        chan(np.ascontiguousarray(a).reshape(n, c, -1), np.ascontiguousarray(b).reshape(-1, c),
+             out.reshape(n, c, -1), *tail)
         return out
     shape = np.broadcast_shapes(a.shape, b.shape)
     if len(shape) > 4:
@@ -675,10 +683,10 @@ def qadd(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel
     from the float path (DQ, Add, Q)."""
     ma = np.float32(np.float64(a_scale) / np.float64(y_scale))
     mb = np.float32(np.float64(b_scale) / np.float64(y_scale))
-    if a.size == 1 and b.size > 1 and a.ndim <= b.ndim:  # the float sum commutes exactly
+    if a.size < b.size and a.ndim <= b.ndim:  # the float sum commutes exactly
         a, b, ma, mb, a_zp, b_zp = b, a, mb, ma, b_zp, a_zp
     fo = _float_ops()
-    y = _binary_fast(fo.qadd_flat, fo.qadd_4d, a, b, out_dtype,
+    y = _binary_fast(fo.qadd_flat, fo.qadd_4d, fo.qadd_chan, a, b, out_dtype,
                      (np.int32(a_zp), np.int32(b_zp), ma, mb, np.float32(y_zp)))
     if y is not None:
         return y
@@ -692,10 +700,10 @@ def qmul(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel
     """y = sat(rint(float32((a - za)(b - zb)) * float32(sa*sb/sy)) + zy): the product is exact in
     int32 and float32 (|.| <= 65025); at most one step from the float path."""
     m = np.float32(np.float64(a_scale) * np.float64(b_scale) / np.float64(y_scale))
-    if a.size == 1 and b.size > 1 and a.ndim <= b.ndim:  # the integer product commutes
+    if a.size < b.size and a.ndim <= b.ndim:  # the integer product commutes
         a, b, a_zp, b_zp = b, a, b_zp, a_zp
     fo = _float_ops()
-    y = _binary_fast(fo.qmul_flat, fo.qmul_4d, a, b, out_dtype,
+    y = _binary_fast(fo.qmul_flat, fo.qmul_4d, fo.qmul_chan, a, b, out_dtype,
                      (np.int32(a_zp), np.int32(b_zp), m, np.float32(y_zp)))
     if y is not None:
         return y
