@@ -191,3 +191,32 @@ def qmul_chan(a, b, out, za, zb, m, zy, lo, hi):
                 p = np.int32((np.int32(a[i, j, k]) - za) * vb)
                 out[i, j, k] = _sat(np.float32(p) * m, zy, lo, hi)
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def maxpool2d(x, kh, kw, sh, sw, pt, pl, dh, dw, lowest, out):
+    """out[n, c, i, j] = max over the window's taps inside x (taps in the padding count as `lowest`,
+    as the padded numpy twin does); NaN propagates like np.maximum."""
+    n_, c_, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for n in range(n_):
+        for c in range(c_):
+            for i in range(oh):
+                for j in range(ow):
+                    m = lowest
+                    for a in range(kh):
+                        iy = i * sh - pt + a * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        for b in range(kw):
+                            ix = j * sw - pl + b * dw
+                            if 0 <= ix < w:
+                                v = x[n, c, iy, ix]
+                                if v > m or v != v:
+                                    m = v
+                                    if v != v:
+                                        break
+                        if m != m:
+                            break
+                    out[n, c, i, j] = m
+    return out

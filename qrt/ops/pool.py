@@ -63,6 +63,9 @@ def _pad_to(x, begin, tail, value):
     return np.pad(x, width, mode="constant", constant_values=value)
 
 
+_FAST_POOL_TYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32))
+
+
 def _lowest(dtype):
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
@@ -76,6 +79,12 @@ def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=
         x.shape, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     nd = len(kernel)
     want_idx = ctx is not None and ctx.n_outputs > 1
+    if nd == 2 and not want_idx and x.dtype in _FAST_POOL_TYPES:
+        from qrt.kernels.cpu import float_ops
+        y = np.empty(x.shape[:2] + tuple(out), x.dtype)
+        return float_ops.maxpool2d(np.ascontiguousarray(x), kernel[0], kernel[1], strides[0],
+                                   strides[1], begin[0], begin[1], dilations[0], dilations[1],
+                                   x.dtype.type(_lowest(x.dtype)), y)
     xp = _pad_to(x, begin, tail, _lowest(x.dtype))
     y = None
     idx = None
