@@ -2,9 +2,9 @@
 
 After the pass pipeline (the same passes as on the CPU) every node of the graph is placed:
 - on the GPU when a numba.cuda kernel takes it: qrt.QConv (implicit GEMM, depthwise), qrt.QGemm,
-  QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, qrt.QLut; and the shape-only ops
-  (Reshape, Flatten, Squeeze, Unsqueeze, Identity) when their data is already on the device, where
-  they are free (a view of the same device memory);
+  QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, qrt.QLut, MaxPool on 8-bit data; and
+  the shape-only ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity) when their data is already
+  on the device, where they are free (a view of the same device memory);
 - on the CPU otherwise, running the op's CPU implementation (resolved through qrt.ops, as Plan
   does), with the reason recorded for the lowering report.
 
@@ -102,6 +102,22 @@ def _check_attrs(node, kw, defaults, handled):
             raise _NoGpu(f"attribute '{a}' has no GPU implementation")
 
 
+def _declared_dtype(graph: ir.Graph, name: str):
+    """The dtype the graph declares for a value (inferred from the source model), or None."""
+    t = graph.value_info.get(name)
+    if t is None:
+        t = next((u for u in list(graph.inputs) + list(graph.outputs) if u.name == name), None)
+    return None if t is None or t.dtype is None or t.kind != "tensor" else np.dtype(t.dtype)
+
+
+def _require_dtype(graph, name, allowed, what):
+    """Refuse at build time a declared dtype the kernel cannot take (an undeclared one is checked
+    per call, where the GPU op hands such a call to the CPU op)."""
+    dt = _declared_dtype(graph, name)
+    if dt is not None and dt not in allowed:
+        raise _NoGpu(f"{dt} {what} (the CUDA kernel takes {'/'.join(a.name for a in allowed)})")
+
+
 def _inputs(node, n):
     return list(node.inputs) + [""] * (n - len(node.inputs))
 
@@ -142,6 +158,7 @@ class _Linear(_GpuOp):
 
         _check_attrs(node, kw, defaults, self.ATTRS + (self.CONV_ATTRS if conv else ()))
         x, w, wzp, bias, xs_in, xz_in, bias_f = _inputs(node, 7)
+        _require_dtype(graph, x, _INT8, "activations")
         w_arr = _const(graph, w, "weight")
         wz = _const(graph, wzp, "weight zero point")
         b = _const(graph, bias, "int32 bias", optional=True)
@@ -307,6 +324,7 @@ class _QuantDequant(_GpuOp):
             dtype = np.dtype(z.dtype) if z is not None else None
         if dtype is not None and dtype not in _INT8:
             raise _NoGpu(f"{dtype} quantized values (the CUDA kernels take int8/uint8)")
+        _require_dtype(graph, x, (_F32,) if quantize else _INT8, "input")
         _qparams_checked(op, s, z, dtype if dtype is not None else np.uint8)
         self.quantize = quantize
         self.dtype = dtype
@@ -343,6 +361,7 @@ class _DynamicQuantize(_GpuOp):
 
     def __init__(self, graph, node, kw, defaults, api):
         _check_attrs(node, kw, defaults, ())
+        _require_dtype(graph, node.inputs[0], (_F32,), "input")
         super().__init__(node, (CUDA,), (CUDA, CPU, CPU))
 
     def run(self, api, args, stream):
@@ -364,6 +383,7 @@ class _Lut(_GpuOp):
 
     def __init__(self, graph, node, kw, defaults, api):
         _check_attrs(node, kw, defaults, ("table", "in_lo", "kernel"))
+        _require_dtype(graph, node.inputs[0], _INT8, "input")
         table = kw.get("table")
         if table is None or np.ndim(table) not in (1, 2) or np.shape(table)[-1] < 256:
             raise _NoGpu("lookup table does not hold every 8-bit code")
@@ -381,6 +401,75 @@ class _Lut(_GpuOp):
                 (self.channels > 1 and (len(xs) < 2 or xs[1] != self.channels)):
             raise _HostFallback
         return (api.lut_cuda(x, self.table, self.in_lo, axis=1, stream=stream),)
+
+
+def _pool_out(in_sp, kernel, strides, dilations, pads, auto_pad, ceil_mode):
+    """ONNX pooling geometry -> (begin pads, output spatial); None where ONNX says the output
+    is empty or the attributes do not fit (the CPU op then reports it)."""
+    nd = len(in_sp)
+    dk = [(kernel[i] - 1) * dilations[i] + 1 for i in range(nd)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = [-(-in_sp[i] // strides[i]) for i in range(nd)]
+        begin = []
+        for i in range(nd):
+            total = max(0, (out[i] - 1) * strides[i] + dk[i] - in_sp[i])
+            begin.append(total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
+    elif auto_pad == "VALID":
+        begin = [0] * nd
+        out = [(in_sp[i] - dk[i]) // strides[i] + 1 for i in range(nd)]
+    elif auto_pad in ("NOTSET", ""):
+        p = [int(v) for v in pads] if pads else [0] * (2 * nd)
+        if len(p) != 2 * nd:
+            return None
+        begin, out = p[:nd], []
+        for i in range(nd):
+            span = in_sp[i] + p[i] + p[i + nd] - dk[i]
+            o = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+            if ceil_mode and (o - 1) * strides[i] >= in_sp[i] + p[i]:
+                o -= 1  # a ceil-mode window starting past the input and its begin padding
+            out.append(o)
+    else:
+        return None
+    if min(out) <= 0:
+        return None
+    return tuple(begin), tuple(out)
+
+
+class _MaxPool(_GpuOp):
+    """MaxPool of 8-bit data (int8 kept through pooling by passes/qdq_passthrough): exact."""
+
+    kernel = "cuda.maxpool"
+
+    def __init__(self, graph, node, kw, defaults, api):
+        _check_attrs(node, kw, defaults, ("auto_pad", "ceil_mode", "dilations", "kernel_shape",
+                                          "pads", "storage_order", "strides"))
+        if len([o for o in node.outputs if o]) != 1 or len(node.outputs) != 1:
+            raise _NoGpu("MaxPool with an Indices output")
+        _require_dtype(graph, node.inputs[0], _INT8, "data")
+        self.ks = tuple(int(k) for k in kw["kernel_shape"])
+        nd = len(self.ks)
+        if nd not in (1, 2):
+            raise _NoGpu(f"{nd}-D pooling (the CUDA kernel takes 1-D and 2-D)")
+        self.strides = tuple(int(v) for v in (kw.get("strides") or (1,) * nd))
+        self.dilations = tuple(int(v) for v in (kw.get("dilations") or (1,) * nd))
+        self.kw = kw
+        super().__init__(node, (CUDA,), (CUDA,))
+
+    def run(self, api, args, stream):
+        x = args[0]
+        xs = tuple(x.shape)
+        nd = len(self.ks)
+        if np.dtype(x.dtype) not in _INT8 or len(xs) != nd + 2 or len(self.strides) != nd or \
+                len(self.dilations) != nd:
+            raise _HostFallback
+        geo = _pool_out(xs[2:], self.ks, self.strides, self.dilations, self.kw.get("pads"),
+                        self.kw.get("auto_pad", "NOTSET"), self.kw.get("ceil_mode", 0))
+        if geo is None:
+            raise _HostFallback
+        begin, out = geo
+        # only the begin pads place the windows; the end ones only shape the output (given)
+        return (api.maxpool_cuda(x, self.ks, self.strides, begin + (0,) * nd, self.dilations,
+                                 out_spatial=out, stream=stream),)
 
 
 class _ShapeOnly(_GpuOp):
@@ -409,6 +498,7 @@ _LOWER: dict[tuple[str, str], Callable] = {
     ("", "DequantizeLinear"): lambda g, n, kw, d, api: _QuantDequant(g, n, kw, d, api, False),
     ("", "DynamicQuantizeLinear"): _DynamicQuantize,
     ("qrt", "QLut"): _Lut,
+    ("", "MaxPool"): _MaxPool,
 }
 
 

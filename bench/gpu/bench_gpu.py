@@ -17,9 +17,12 @@ What it measures (each section reports its own error instead of aborting the run
   (IMMA); qrt's kernel uses plain int32 multiply-adds (numba.cuda exposes neither dp4a nor mma),
   so expect it to be far below them: this number says how far.
 - "conv": implicit-GEMM 3x3 conv and depthwise 3x3 conv, time and effective TOPS.
-- "models": end-to-end latency (median ms, host feeds in, host outputs out) of
-  qrt.InferenceSession(device="cuda") vs onnxruntime on CPU (and qrt on CPU) for each model given
-  with --model (default: the .onnx files under qrt/data and models/).
+- "models": end-to-end latency (median ms, host feeds in, host outputs out, interleaved runs) of
+  qrt.InferenceSession(device="cuda") vs qrt on the CPU and onnxruntime on the CPU (both with
+  --threads threads), for each model given with --model (default: the .onnx files under qrt/data
+  and models/), at --batch. Per model also: the first call (CUDA kernels compile then), whether
+  the cuda outputs equal qrt's CPU outputs bit for bit (they should), and where the nodes ran:
+  nodes on cuda / on cpu and the host<->device copies per call (from the lowering report).
 """
 from __future__ import annotations
 
@@ -232,10 +235,10 @@ def conv_bench(shapes, repeat):
     return rows
 
 
-def _feeds(ort_sess, rng):
+def _feeds(ort_sess, rng, batch):
     feeds = {}
     for i in ort_sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        shape = [d if isinstance(d, int) and d > 0 else batch for d in i.shape]
         t = i.type
         if "float" in t:
             feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
@@ -250,7 +253,33 @@ def _feeds(ort_sess, rng):
     return feeds
 
 
-def model_bench(paths, repeat):
+def _interleaved_ms(fns: dict, repeat, warmup=2):
+    """Median wall ms per named callable, the callables taking turns (a drifting machine then
+    shifts every column alike instead of favouring whichever ran first)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: round(statistics.median(v), 4) for k, v in times.items()}
+
+
+def _placement(sess) -> dict:
+    rep = sess.lowering_report()
+    devs = [e.get("device") for e in rep]
+    known = [t["bytes"] for t in rep.transfers]
+    return {"nodes_on_cuda": devs.count("cuda"), "nodes_on_cpu": devs.count("cpu"),
+            "cpu_nodes": sorted({f"{e['op_type']}: {e['device_reason']}" for e in rep
+                                 if e.get("device") == "cpu"}),
+            "copies_per_call": len(rep.transfers),
+            "copy_bytes_per_call": sum(known) if all(b is not None for b in known) else None}
+
+
+def model_bench(paths, repeat, threads=1, batch=1):
     import onnxruntime as ort
 
     import qrt
@@ -258,34 +287,50 @@ def model_bench(paths, repeat):
     rows = []
     rng = np.random.default_rng(3)
     for path in paths:
-        row = {"model": os.path.relpath(path, ROOT) if path.startswith(ROOT) else path}
+        row = {"model": os.path.relpath(path, ROOT) if path.startswith(ROOT) else path,
+               "threads": threads, "batch": batch}
+        fns = {}
         try:
             so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
+            so.intra_op_num_threads = threads
             osess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            feeds = _feeds(osess, rng)
-            row["onnxruntime_cpu_1thread_ms"] = round(
-                _median_ms_wall(lambda: osess.run(None, feeds), repeat), 4)
+            feeds = _feeds(osess, rng, batch)
             ref_out = osess.run(None, feeds)
+            fns["onnxruntime_cpu"] = lambda: osess.run(None, feeds)
         except Exception as e:
             row["onnxruntime_error"] = f"{type(e).__name__}: {e}"
             rows.append(row)
             continue
+        outs = {}
         for dev in ("cuda", "cpu"):
             try:
-                s = qrt.InferenceSession(path, device=dev) if dev == "cuda" else qrt.InferenceSession(path)
-                outs = s.run(None, feeds)
-                if hasattr(s, "get_providers"):
-                    row[f"qrt_{dev}_providers"] = list(s.get_providers())
-                row[f"qrt_{dev}_ms"] = round(_median_ms_wall(lambda: s.run(None, feeds), repeat), 4)
+                t = time.perf_counter()
+                s = qrt.InferenceSession(path, threads=threads, device=dev)
+                row[f"qrt_{dev}_build_ms"] = round((time.perf_counter() - t) * 1e3, 2)
+                t = time.perf_counter()
+                outs[dev] = s.run(None, feeds)
+                row[f"qrt_{dev}_first_call_ms"] = round((time.perf_counter() - t) * 1e3, 2)
                 row[f"qrt_{dev}_max_abs_diff_vs_ort"] = float(max(
                     np.max(np.abs(np.asarray(o, np.float64) - np.asarray(r, np.float64)), initial=0)
-                    for o, r in zip(outs, ref_out)))
+                    for o, r in zip(outs[dev], ref_out)))
+                if dev == "cuda":
+                    row["placement"] = _placement(s)
+                fns[f"qrt_{dev}"] = (lambda s=s: s.run(None, feeds))
             except Exception as e:
                 row[f"qrt_{dev}_error"] = f"{type(e).__name__}: {e}"
-        if row.get("qrt_cuda_ms") and row.get("onnxruntime_cpu_1thread_ms"):
-            row["speedup_qrt_cuda_vs_ort_cpu"] = round(
-                row["onnxruntime_cpu_1thread_ms"] / row["qrt_cuda_ms"], 3)
+        if "cuda" in outs and "cpu" in outs:
+            row["qrt_cuda_identical_to_qrt_cpu"] = all(
+                o.dtype == c.dtype and np.array_equal(o, c, equal_nan=o.dtype.kind == "f")
+                for o, c in zip(outs["cuda"], outs["cpu"]))
+        try:
+            for k, ms in _interleaved_ms(fns, repeat).items():
+                row[f"{k}_ms"] = ms
+        except Exception as e:
+            row["timing_error"] = f"{type(e).__name__}: {e}"
+        if row.get("qrt_cuda_ms") and row.get("onnxruntime_cpu_ms"):
+            row["speedup_qrt_cuda_vs_ort_cpu"] = round(row["onnxruntime_cpu_ms"] / row["qrt_cuda_ms"], 3)
+        if row.get("qrt_cuda_ms") and row.get("qrt_cpu_ms"):
+            row["speedup_qrt_cuda_vs_qrt_cpu"] = round(row["qrt_cpu_ms"] / row["qrt_cuda_ms"], 3)
         rows.append(row)
     return rows
 
@@ -298,6 +343,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small shapes and 5 repeats")
     ap.add_argument("--skip", action="append", default=[],
                     choices=["correctness", "gemm", "conv", "models"], help="skip a section")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads of qrt's and onnxruntime's CPU sessions (models section)")
+    ap.add_argument("--batch", type=int, default=1, help="value of symbolic dims (models section)")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     repeat = 5 if args.quick else args.repeat
@@ -310,6 +358,9 @@ def main(argv=None):
         result["note"] = ("no usable CUDA device; nothing else was run. Install numba-cuda "
                           "(pip install 'qrt[cuda]') on a machine with an NVIDIA GPU and driver.")
     else:
+        if dev.get("simulator"):
+            result["note"] = ("NUMBA_ENABLE_CUDASIM=1: the CUDA simulator ran every kernel as "
+                              "Python; the timings below say nothing about a GPU (smoke run only)")
         if "correctness" not in args.skip:
             result["correctness"] = _section(correctness)
         if "gemm" not in args.skip:
@@ -321,7 +372,8 @@ def main(argv=None):
         if "models" not in args.skip:
             paths = args.model or sorted(glob.glob(os.path.join(ROOT, "qrt", "data", "*.onnx"))
                                          + glob.glob(os.path.join(ROOT, "models", "*.onnx")))
-            result["models"] = _section(model_bench, paths, repeat) if paths else \
+            result["models"] = _section(model_bench, paths, repeat, args.threads, args.batch) \
+                if paths else \
                 {"error": "no models found; pass --model path.onnx"}
     text = json.dumps(result, indent=2)
     print(text)

@@ -233,6 +233,45 @@ def lut_kernel(x, table, in_lo, inner, out):
         out[i] = table[(i // inner) % nch, int32(x[i]) - in_lo]
 
 
+@cuda.jit
+def maxpool_kernel(x, geo, lowest, out):
+    """2-D max pooling, NCHW, one thread per output element (grid-stride). Taps outside the
+    input are skipped (ONNX pads with -inf): a window entirely in the padding gives `lowest`.
+    geo: (KH, KW, SH, SW, PT, PL, DH, DW, OH, OW) by value. Exact: max involves no rounding."""
+    KH = geo[0]
+    KW = geo[1]
+    SH = geo[2]
+    SW = geo[3]
+    PT = geo[4]
+    PL = geo[5]
+    DH = geo[6]
+    DW = geo[7]
+    OH = geo[8]
+    OW = geo[9]
+    H = x.shape[2]
+    W = x.shape[3]
+    C = x.shape[1]
+    total = x.shape[0] * C * OH * OW
+    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
+        ow = e % OW
+        t = e // OW
+        oh = t % OH
+        t = t // OH
+        c = t % C
+        n = t // C
+        m = lowest
+        for ki in range(KH):
+            ih = oh * SH - PT + ki * DH
+            if ih >= 0 and ih < H:
+                for kj in range(KW):
+                    iw = ow * SW - PL + kj * DW
+                    if iw >= 0 and iw < W:
+                        v = x[n, c, ih, iw]
+                        if v > m:
+                            m = v
+        out[n, c, oh, ow] = m
+
+
 # ---------------------------------------------------------------------------------------------
 # tiled int8 GEMM and implicit-GEMM conv (factories: tile sizes are compile-time constants)
 # ---------------------------------------------------------------------------------------------

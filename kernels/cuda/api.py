@@ -374,6 +374,46 @@ def lut_cuda(x, table, in_lo=0, axis=None, out=None, stream=0):
     return y
 
 
+def maxpool_cuda(x, kernel_shape, strides=None, pads=None, dilations=None, out_spatial=None,
+                 out=None, stream=0):
+    """MaxPool of u8/s8 NCHW (or NCL) input; pads in ONNX order (begin..., end...), padded taps
+    never win. out_spatial: the output's spatial shape (the caller applies ONNX's ceil_mode and
+    auto_pad rules); by default floor((in + pads - dilated kernel) / stride) + 1."""
+    xd = to_device(x, None, stream)
+    _check_int8(xd.dtype, "max pooling input")
+    shape = tuple(xd.shape)
+    nd = len(shape) - 2
+    if nd not in (1, 2):
+        raise ValueError(f"CUDA max pooling takes 1-D and 2-D inputs, got {shape}")
+    ks = tuple(int(k) for k in kernel_shape)
+    st = tuple(int(v) for v in strides) if strides else (1,) * nd
+    dl = tuple(int(v) for v in dilations) if dilations else (1,) * nd
+    pd = tuple(int(v) for v in pads) if pads else (0,) * (2 * nd)
+    if out_spatial is None:
+        out_spatial = tuple((shape[2 + i] + pd[i] + pd[i + nd] - (dl[i] * (ks[i] - 1) + 1)) // st[i]
+                            + 1 for i in range(nd))
+    out_spatial = tuple(int(v) for v in out_spatial)
+    if len(ks) != nd or len(st) != nd or len(dl) != nd or len(pd) != 2 * nd or \
+            len(out_spatial) != nd or min(out_spatial) <= 0:
+        raise ValueError(f"max pooling attributes do not fit input {shape}: kernel {ks}, "
+                         f"strides {st}, pads {pd}, dilations {dl}, output {out_spatial}")
+    if nd == 1:
+        x4 = xd.reshape(shape[0], shape[1], 1, shape[2])
+        ks, st, dl, pd, osp = (1,) + ks, (1,) + st, (1,) + dl, (0, pd[0], 0, pd[1]), \
+            (1,) + out_spatial
+    else:
+        x4, osp = xd, out_spatial
+    final = shape[:2] + out_spatial
+    y = _out(out, final, xd.dtype)
+    y4 = y.reshape(*(shape[:2] + osp)) if nd == 1 else y
+    geo = (ks[0], ks[1], st[0], st[1], pd[0], pd[1], dl[0], dl[1], osp[0], osp[1])
+    total = int(np.prod(final, dtype=np.int64))
+    if total:
+        K.maxpool_kernel[_ew_grid(total), K.EW_THREADS, stream](
+            x4, geo, ref.qrange(xd.dtype)[0], y4)
+    return y
+
+
 # ---------------------------------------------------------------------------------------------
 # GEMM and convolutions
 # ---------------------------------------------------------------------------------------------

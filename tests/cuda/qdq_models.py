@@ -208,3 +208,23 @@ def table_net(act_dtype="uint8", seed=4):
     b.nodes.append(helper.make_node("QuantizeLinear", [s, so, zo], ["y"], name="Q_out"))
     return _model(b.nodes, [("x", FLOAT, [1, 2, 4, 4])], [("y", TensorProto.UINT8, [1, 8])],
                   b.inits)
+
+
+def pool_net(dtype="uint8"):
+    """MaxPool on 8-bit inputs, several geometries read from one input (ceil mode with a window
+    dropped, dilation, SAME_UPPER, asymmetric pads), a 1-D one, and a float MaxPool (no CUDA
+    kernel for float data: CPU)."""
+    elem = TensorProto.UINT8 if dtype == "uint8" else TensorProto.INT8
+    pools = [dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+             dict(kernel_shape=[2, 2], dilations=[2, 2], strides=[1, 2]),
+             dict(kernel_shape=[3, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
+             dict(kernel_shape=[2, 3], pads=[0, 2, 1, 0])]
+    nodes = [helper.make_node("MaxPool", ["x"], [f"p{i}"], name=f"pool{i}", **a)
+             for i, a in enumerate(pools)]
+    nodes.append(helper.make_node("MaxPool", ["x1"], ["p1d"], name="pool1d", kernel_shape=[3],
+                                  strides=[2], ceil_mode=1))
+    nodes.append(helper.make_node("MaxPool", ["xf"], ["pf"], name="pool_float", kernel_shape=[2, 2]))
+    outs = [(f"p{i}", elem, None) for i in range(len(pools))] + [("p1d", elem, None),
+                                                                  ("pf", FLOAT, None)]
+    return _model(nodes, [("x", elem, [1, 2, 7, 6]), ("x1", elem, [2, 1, 8]),
+                          ("xf", FLOAT, [1, 1, 4, 4])], outs, [])

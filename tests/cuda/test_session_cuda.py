@@ -197,10 +197,27 @@ def test_unknown_attribute_keeps_the_node_on_the_cpu(cuda_session, monkeypatch):
     assert rep["gemm"]["device"] == "cuda"
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_max_pooling_geometries(cuda_session, dtype):
+    model = M.pool_net(dtype)
+    rng = np.random.default_rng(8)
+    lo, hi = ref.qrange(dtype)
+    feeds = {"x": rng.integers(lo, hi + 1, (1, 2, 7, 6)).astype(dtype),
+             "x1": rng.integers(lo, hi + 1, (2, 1, 8)).astype(dtype),
+             "xf": rng.normal(size=(1, 1, 4, 4)).astype(np.float32)}
+    gpu = cuda_session(model)
+    _same(gpu.run(None, feeds), qrt.InferenceSession(model, threads=1).run(None, feeds))
+    rep = _by_name(gpu)
+    assert all(rep[f"pool{i}"]["device_kernel"] == "cuda.maxpool" for i in range(4))
+    assert rep["pool1d"]["device"] == "cuda"
+    assert rep["pool_float"]["device"] == "cpu"
+    assert rep["pool_float"]["device_reason"].startswith("float32 data")
+
+
 def test_cpu_fallbacks_name_their_reason(cuda_session, monkeypatch):
     """A K beyond the int32-exact limit (lowered to 16 here, so the model stays tiny: the CPU op
-    then splits its accumulation, as it does for real beyond 33025) and a 3-D conv run on the CPU
-    with the reason in the report; a QuantizeLinear fed int32 hands that call to the CPU op."""
+    then splits its accumulation, as it does for real beyond 33025), a 3-D conv and a
+    QuantizeLinear of int32 data run on the CPU, with the reason in the report."""
     monkeypatch.setattr(ref, "max_exact_k", lambda *a: 16)
     model = M.fallback_net(20)
     rng = np.random.default_rng(9)
@@ -213,7 +230,8 @@ def test_cpu_fallbacks_name_their_reason(cuda_session, monkeypatch):
     assert rep["matmul_bigk"]["device"] == "cpu"
     assert rep["matmul_bigk"]["device_reason"].startswith("K=20 exceeds 16")
     assert rep["conv3d"]["device"] == "cpu" and "3-D convolution" in rep["conv3d"]["device_reason"]
-    assert rep["Q_int32"]["device"] == "cuda"
+    assert rep["Q_int32"]["device"] == "cpu" and rep["Q_int32"]["device_reason"].startswith(
+        "int32 input")
     crossing = {(t["value"], t["direction"]) for t in rep["matmul_bigk"]["transfers"]}
     assert crossing == {("q3", "device_to_host")}  # the GPU-quantized input goes to the CPU op
 
