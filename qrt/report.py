@@ -34,7 +34,8 @@ def build_report(source: list[tuple[str, str]], graph: ir.Graph) -> list[dict]:
     return out
 
 
-def add_device_fields(entries: list[dict], graph: ir.Graph, node_info: dict[int, dict]) -> list[dict]:
+def add_device_fields(entries: list[dict], graph: ir.Graph,
+                      node_info: dict[int, dict]) -> list[dict]:
     """For device="cuda" sessions (qrt.cuda_plan): copies of `entries`, each with four fields added
     (CPU sessions' entries do not have them):
     - `device`: "cuda" or "cpu", where the node that runs this source node runs; None when the

@@ -93,7 +93,8 @@ def to_device(x, dtype=None, stream=0):
     x = np.asarray(x)
     if dtype is not None:
         x = x.astype(dtype, copy=False)
-    return cuda.to_device(np.ascontiguousarray(x), stream=stream)
+    # (not np.ascontiguousarray: it turns a 0-d array into shape (1,))
+    return cuda.to_device(x if x.flags.c_contiguous else x.copy(order="C"), stream=stream)
 
 
 def to_host(x):

@@ -156,7 +156,7 @@ def quant_ops(out_dtype="int8"):
 
 
 def lut_net():
-    """u8 input -> DequantizeLinear -> Sigmoid -> QuantizeLinear: one qrt.QLut (a 256-entry table)."""
+    """u8 input -> DequantizeLinear -> Sigmoid -> QuantizeLinear: one qrt.QLut (256 entries)."""
     inits = [numpy_helper.from_array(np.float32(0.05), "s"),
              numpy_helper.from_array(np.uint8(128), "z"),
              numpy_helper.from_array(np.float32(1 / 256), "so"),
@@ -223,8 +223,18 @@ def pool_net(dtype="uint8"):
              for i, a in enumerate(pools)]
     nodes.append(helper.make_node("MaxPool", ["x1"], ["p1d"], name="pool1d", kernel_shape=[3],
                                   strides=[2], ceil_mode=1))
-    nodes.append(helper.make_node("MaxPool", ["xf"], ["pf"], name="pool_float", kernel_shape=[2, 2]))
+    nodes.append(helper.make_node("MaxPool", ["xf"], ["pf"], name="pool_float",
+                                  kernel_shape=[2, 2]))
     outs = [(f"p{i}", elem, None) for i in range(len(pools))] + [("p1d", elem, None),
                                                                   ("pf", FLOAT, None)]
     return _model(nodes, [("x", elem, [1, 2, 7, 6]), ("x1", elem, [2, 1, 8]),
                           ("xf", FLOAT, [1, 1, 4, 4])], outs, [])
+
+
+def scalar_qdq():
+    """QuantizeLinear -> DequantizeLinear of a 0-d input (0-d values on the device)."""
+    inits = [numpy_helper.from_array(np.float32(0.5), "s"),
+             numpy_helper.from_array(np.int8(3), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="DQ")]
+    return _model(nodes, [("x", FLOAT, [])], [("q", TensorProto.INT8, []), ("d", FLOAT, [])], inits)

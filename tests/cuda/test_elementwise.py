@@ -41,8 +41,8 @@ def test_prepared_qparams_per_axis(axis):
     bshape = [1, 1, 1]
     bshape[axis] = c
     q = C.quantize_cuda(x, qp, None, np.int8, axis=axis)
-    np.testing.assert_array_equal(q.copy_to_host(),
-                                  ref.quantize(x, scale.reshape(bshape), zp.reshape(bshape), np.int8))
+    want = ref.quantize(x, scale.reshape(bshape), zp.reshape(bshape), np.int8)
+    np.testing.assert_array_equal(q.copy_to_host(), want)
     d = C.dequantize_cuda(q, qp, None, axis=axis).copy_to_host()
     np.testing.assert_array_equal(d, ref.dequantize(q.copy_to_host(), scale.reshape(bshape),
                                                     zp.reshape(bshape)))
@@ -64,7 +64,8 @@ def test_channel_bias_matches_numpy(lo_f, hi_f):
     np.testing.assert_array_equal(yd.copy_to_host(), want)
 
 
-@pytest.mark.parametrize("dtype,in_lo,tdtype", [(np.uint8, 0, np.int8), (np.int8, -128, np.float32)])
+@pytest.mark.parametrize("dtype,in_lo,tdtype", [(np.uint8, 0, np.int8),
+                                                (np.int8, -128, np.float32)])
 def test_lut_matches_numpy(dtype, in_lo, tdtype):
     rng = np.random.default_rng(4)
     table = rng.integers(-128, 128, 256).astype(tdtype)

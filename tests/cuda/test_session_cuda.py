@@ -149,8 +149,20 @@ def test_quantize_dequantize_dynamic_special_values(cuda_session):
     for out_dtype, feed in (("int8", x), ("uint8", x[..., 2:] * 3), ("uint8", np.zeros_like(x))):
         model = M.quant_ops(out_dtype)
         gpu = cuda_session(model)
-        _same(gpu.run(None, {"x": feed}), qrt.InferenceSession(model, threads=1).run(None, {"x": feed}))
+        cpu = qrt.InferenceSession(model, threads=1)
+        _same(gpu.run(None, {"x": feed}), cpu.run(None, {"x": feed}))
         assert {e["device"] for e in gpu.lowering_report()} == {"cuda"}
+
+
+def test_zero_d_values(cuda_session):
+    model = M.scalar_qdq()
+    gpu, cpu = cuda_session(model), qrt.InferenceSession(model, threads=1)
+    for v in (1.25, -70.0):
+        x = np.array(v, np.float32)
+        got, want = gpu.run(None, {"x": x}), cpu.run(None, {"x": x})
+        for g, w in zip(got, want):  # the CPU's DequantizeLinear gives a numpy scalar here
+            assert g.shape == () and g.dtype == w.dtype and g == w
+    assert {e["device"] for e in gpu.lowering_report()} == {"cuda"}
 
 
 def test_lookup_table_on_gpu(cuda_session):
