@@ -73,6 +73,10 @@ class _GpuOp:
     def run(self, api, args, stream):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def per_call_uploads(self, node) -> list[dict]:
+        """Parameters the op itself copies to the device on every call (for the report)."""
+        return []
+
 
 def _const(graph: ir.Graph, name: str, what: str, optional: bool = False):
     if not name:
@@ -213,6 +217,14 @@ class _Linear(_GpuOp):
             self.table_lo = qlo
         dev_in = (CUDA, None, None, None, CPU, CPU, None)
         super().__init__(node, dev_in, (CUDA,))
+
+    def per_call_uploads(self, node):
+        if not self.dyn:
+            return []
+        # the epilogue's scale vector depends on the per-call activation scale
+        return [{"value": f"{node.name}:epilogue_scale", "direction": "host_to_device",
+                 "before": None, "shape": [self.m], "dtype": "float32", "bytes": 4 * self.m,
+                 "inside": node.name}]
 
     def _epilogue(self, api, args, stream):
         if not self.dyn:
@@ -627,6 +639,9 @@ class CudaPlan:
                 else:
                     outs.append(-1)
             if op is not None:
+                for t in op.per_call_uploads(node):
+                    self.transfers.append(t)
+                    info["transfers"].append(t)
                 if CPU in dev_out:
                     # outputs the op brings to the host itself (DynamicQuantizeLinear's params)
                     for name, dev in zip(node.outputs, dev_out):

@@ -43,8 +43,11 @@ def add_device_fields(entries: list[dict], graph: ir.Graph,
     - `device_reason`: why it runs on the CPU ("" on cuda);
     - `device_kernel`: the CUDA kernel ("" on cpu);
     - `transfers`: the copies between host and device made for the node that runs it, per call
-      (value, direction, shape, dtype, bytes: None when the graph does not fix the shape). Listed
-      once per running node, on the entry of the same name (else the first entry it covers).
+      (value, direction, before: the reader they are made for, shape, dtype, bytes: None when the
+      graph does not fix the shape; `inside` names the node for copies a GPU op makes itself,
+      such as DynamicQuantizeLinear's scale and zero point). Listed once per running node, on the
+      entry of the same name (else the first entry it covers); graph outputs copied back at the
+      end appear only in the report's `transfers`.
     `node_info`: id(running node) -> {"device", "reason", "kernel", "transfers"}."""
     runs_in: dict[str, ir.Node] = {}
     for n in graph.nodes:

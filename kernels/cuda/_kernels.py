@@ -209,18 +209,19 @@ def dynamic_params_kernel(pmin, pmax, zero_scale, scale_out, zp_out):
 # ---------------------------------------------------------------------------------------------
 
 @cuda.jit
-def channel_bias_kernel(y, bias, inner, fclip, fp):
+def channel_bias_kernel(y, bias, inner, fclip, lo_f, hi_f):
     """In place: y[i] = clip(y[i] + bias[(i // inner) % nch]), float32. One rounding (the add),
-    then np.clip-style bounds (NaN stays NaN). fclip: bit 1 clamp at fp[0], bit 2 at fp[1]."""
+    then np.clip-style bounds (NaN stays NaN). fclip: bit 1 clamp at lo_f, bit 2 at hi_f (float32
+    scalars, by value: nothing is uploaded per call)."""
     nch = bias.shape[0]
     for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
         v = y[i] + bias[(i // inner) % nch]
         if fclip & 1:
-            if v < fp[0]:
-                v = fp[0]
+            if v < lo_f:
+                v = lo_f
         if fclip & 2:
-            if v > fp[1]:
-                v = fp[1]
+            if v > hi_f:
+                v = hi_f
         y[i] = v
 
 

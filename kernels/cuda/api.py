@@ -334,12 +334,11 @@ def channel_bias_cuda(y, bias, axis, lo_f=None, hi_f=None, stream=0):
     if bd.ndim != 1 or bd.shape[0] != shape[ax]:
         raise ValueError(f"bias of shape {tuple(bd.shape)} does not match axis {ax} of {shape}")
     fclip = (1 if lo_f is not None else 0) | (2 if hi_f is not None else 0)
-    fp = np.array([0 if lo_f is None else lo_f, 0 if hi_f is None else hi_f], np.float32)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
         K.channel_bias_kernel[_ew_grid(n), K.EW_THREADS, stream](
             y.reshape(n), bd, int(np.prod(shape[ax + 1:], dtype=np.int64)), fclip,
-            cuda.to_device(fp, stream=stream))
+            np.float32(0 if lo_f is None else lo_f), np.float32(0 if hi_f is None else hi_f))
     return y
 
 

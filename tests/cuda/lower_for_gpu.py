@@ -46,7 +46,7 @@ def main() -> int:
         ("minmax", K.minmax_partial_kernel, (arr(f4, 1), arr(f4, 1), arr(f4, 1))),
         ("dynamic params", K.dynamic_params_kernel,
          (arr(f4, 1), arr(f4, 1), f4, arr(f4, 1), arr(i4, 1))),
-        ("channel bias", K.channel_bias_kernel, (arr(f4, 1), arr(f4, 1), i64, i64, arr(f4, 1))),
+        ("channel bias", K.channel_bias_kernel, (arr(f4, 1), arr(f4, 1), i64, i64, f4, f4)),
         ("lut u8->s8", K.lut_kernel, (arr(u8, 1), arr(i8, 2), i64, i64, arr(i8, 1))),
         ("lut s8->f32", K.lut_kernel, (arr(i8, 1), arr(f4, 2), i64, i64, arr(f4, 1))),
         ("maxpool u8", K.maxpool_kernel, (arr(u8, 4), types.UniTuple(i64, 10), i64, arr(u8, 4))),

@@ -133,8 +133,13 @@ def test_dynamic_quantization_bit_identical(cuda_session, zeros):
     rep = _by_name(gpu)
     assert rep["conv"]["kernel"].endswith("_dynamic_f32out") and rep["conv"]["device"] == "cuda"
     assert rep["gemm"]["device"] == "cuda" and rep["relu"]["device"] == "cpu"
-    inside = [t for t in gpu.lowering_report().transfers if t.get("inside")]
-    assert len(inside) == 4 and all(t["bytes"] == 4 for t in inside)  # 2 x (scale, zero point)
+    inside = [(t["inside"], t["direction"], t["bytes"]) for t in gpu.lowering_report().transfers
+              if t.get("inside")]
+    dq = [n.name for n in gpu._graph.nodes if n.op_type == "DynamicQuantizeLinear"]
+    # per node: scale and zero point to the host, then the epilogue's scale vector (one float
+    # per output channel: 3 for the conv, 4 for the gemm) back to the device
+    assert inside == [(dq[0], "device_to_host", 4)] * 2 + [("conv", "host_to_device", 12)] + \
+        [(dq[1], "device_to_host", 4)] * 2 + [("gemm", "host_to_device", 16)]
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf / inf
