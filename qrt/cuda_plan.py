@@ -590,6 +590,8 @@ class CudaPlan:
         self.transfers: list[dict] = []
         self.uploaded: list[str] = []  # constants copied to the device once, at build
 
+        producer: dict[str, ir.Node] = {}
+
         def bring(name, dev, reader):
             if dev in where.setdefault(name, set()):
                 return
@@ -606,8 +608,9 @@ class CudaPlan:
                 self.steps.append(CudaStep(_H2D if dev == CUDA else _D2H, (src,),
                                            (self._slot(name, dev),), transfer=t))
                 self.transfers.append(t)
-                if reader is not None:
-                    self.node_info[id(reader)]["transfers"].append(t)
+                owner = reader if reader is not None else producer.get(name)
+                if owner is not None:  # a graph output is listed with the node that made it
+                    self.node_info[id(owner)]["transfers"].append(t)
             where[name].add(dev)
 
         for node in graph.nodes:
@@ -636,6 +639,7 @@ class CudaPlan:
                 if name:
                     outs.append(self._slot(name, dev))
                     where[name] = {dev}
+                    producer[name] = node
                 else:
                     outs.append(-1)
             if op is not None:

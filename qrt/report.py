@@ -45,9 +45,9 @@ def add_device_fields(entries: list[dict], graph: ir.Graph,
     - `transfers`: the copies between host and device made for the node that runs it, per call
       (value, direction, before: the reader they are made for, shape, dtype, bytes: None when the
       graph does not fix the shape; `inside` names the node for copies a GPU op makes itself,
-      such as DynamicQuantizeLinear's scale and zero point). Listed once per running node, on the
-      entry of the same name (else the first entry it covers); graph outputs copied back at the
-      end appear only in the report's `transfers`.
+      such as DynamicQuantizeLinear's scale and zero point; a graph output's copy back, made at
+      the end with `before` None, is listed with the node that made it). Listed once per running
+      node, on the entry of the same name (else the first entry it covers).
     `node_info`: id(running node) -> {"device", "reason", "kernel", "transfers"}."""
     runs_in: dict[str, ir.Node] = {}
     for n in graph.nodes:

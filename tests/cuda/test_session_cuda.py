@@ -84,6 +84,7 @@ def test_conv_net_bit_identical_to_cpu(cuda_session, act):
     ]
     assert [t["value"] for t in rep["gap"]["transfers"]] == [src["gap"].input[0]]
     assert rep["conv3x3"]["transfers"] == [] and rep["softmax"]["transfers"][0]["bytes"] == 16
+    assert [(t["value"], t["before"]) for t in rep["conv1x1"]["transfers"]] == [("q_conv1x1", None)]
     assert "27 nodes on cuda, 2 on cpu, 5 host<->device copies per call, 693 bytes" in \
         gpu.lowering_report().summary()
     gpu.lowering_report().to_json()  # JSON-ready
