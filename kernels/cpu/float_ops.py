@@ -220,3 +220,21 @@ def maxpool2d(x, kh, kw, sh, sw, pt, pl, dh, dw, lowest, out):
                             break
                     out[n, c, i, j] = m
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def qglobal_avg(x, zx, m, zy, lo, hi, out):
+    """x (N, C, S) 8-bit codes; out (N, C) raw bytes: sat(rint(sum(x - zx) * m) + zy)."""
+    n, c, s = x.shape
+    for i in range(n):
+        for j in range(c):
+            acc = np.int64(0)
+            for k in range(s):
+                acc += np.int64(x[i, j, k])
+            v = np.rint(np.float64(acc - zx * s) * m) + zy
+            if v < lo:
+                v = lo
+            elif v > hi:
+                v = hi
+            out[i, j] = np.uint8(np.int64(v) & 255)
+    return out

@@ -709,3 +709,22 @@ def qmul(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel
         return y
     p = (a.astype(np.int32) - np.int32(a_zp)) * (b.astype(np.int32) - np.int32(b_zp))
     return _saturate(np.rint(p.astype(np.float32) * m), y_zp, out_dtype)
+
+
+@register("QGlobalAveragePool", domain="qrt", since=1, attrs={
+    "x_scale": None, "x_zp": 0, "y_scale": None, "y_zp": 0, "out_dtype": "uint8", "kernel": ""})
+def qglobal_average_pool(x, *, x_scale, x_zp, y_scale, y_zp, out_dtype, kernel):
+    """y[n, c] = sat(rint(sum(x[n, c] - zx) * sx / (sy * HW)) + zy): exact int32 sums, one rounding
+    (float64 rescale). At most 1 step from DQ -> GlobalAveragePool -> Q."""
+    odt = np.dtype(out_dtype)
+    if x.ndim < 3 or x.dtype not in _INT8:
+        raise ValueError(f"QGlobalAveragePool takes (N, C, ...) 8-bit input, got {x.dtype}"
+                         f"{list(x.shape)}")
+    n, c = x.shape[:2]
+    hw = int(np.prod(x.shape[2:], dtype=np.int64))
+    lo, hi = _ref.qrange(odt)
+    out = np.empty((n, c), odt)
+    m = np.float64(x_scale) / (np.float64(y_scale) * max(hw, 1))
+    _float_ops().qglobal_avg(np.ascontiguousarray(x).reshape(n, c, hw), np.int64(x_zp), m,
+                             np.float64(y_zp), np.float64(lo), np.float64(hi), out.view(np.uint8))
+    return out.reshape((n, c) + (1,) * (x.ndim - 2))

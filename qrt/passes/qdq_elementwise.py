@@ -4,6 +4,7 @@
   Relu, Clip, Gelu, Exp, ..., or Add/Sub/Mul/Div/Pow/Min/Max with a one-element constant) -> Q becomes
   qrt.QLut, a 256-entry table computed by running the real chain (the registered ops) on every code:
   exact, bit for bit.
+- DQ(x) -> GlobalAveragePool -> Q becomes qrt.QGlobalAveragePool (exact integer sums, one rescale).
 - DQ(a), DQ(b) -> Add | Mul -> Q (per-tensor, constant parameters, 8-bit) becomes qrt.QAdd / qrt.QMul:
   float32 rescale of the integer operands, one round half to even; at most 1 quantization step from
   the float path (DQ, float op, Q), which rounds twice in float32.
@@ -126,6 +127,30 @@ def _try_binary(graph, node, prods, cons):
     return new, [node, q]
 
 
+def _try_global_avg(graph, node, prods, cons):
+    """DQ(x) -> GlobalAveragePool -> Q, per-tensor 8-bit: the mean of the integer codes, rescaled
+    once (exact int32 sums; at most 1 step from the float path, which rounds every element)."""
+    if node.op_type != "GlobalAveragePool" or node.domain:
+        return None
+    a = _dq8(graph, node.inputs[0], prods)
+    if a is None:
+        return None
+    q = U.single_consumer(graph, node.outputs[0], cons)
+    qqp = _q8(graph, q)
+    if qqp is None:
+        return None
+    U.use_qrt_domain(graph)
+    kern = f"qglobal_avg_{'u8' if np.dtype(qqp.dtype) == np.uint8 else 's8'}_int32_sum"
+    attrs = {"x_scale": float(np.float32(U.scalar(a[1].scale))),
+             "x_zp": int(U.scalar(a[1].zero_point)),
+             "y_scale": float(np.float32(U.scalar(qqp.scale))), "y_zp": int(U.scalar(qqp.zero_point)),
+             "out_dtype": np.dtype(qqp.dtype).name, "kernel": kern}
+    new = ir.Node("QGlobalAveragePool", [a[0].inputs[0]], [q.outputs[0]], attrs, node.name, "qrt")
+    new.meta.update(covers=U.covers(node, q), precision="int8", kernel=kern,
+                    note="at most 1 step from DQ -> GlobalAveragePool -> Q")
+    return new, [node, q]
+
+
 def _replace(graph, old, new):
     idx = graph.nodes.index(old[0])
     for n in old:
@@ -139,7 +164,7 @@ def run(graph: ir.Graph, opts=None) -> bool:
         if node not in graph.nodes or node.domain:
             continue
         prods, cons = graph.producers(), graph.consumers()
-        r = _try_binary(graph, node, prods, cons)
+        r = _try_binary(graph, node, prods, cons) or _try_global_avg(graph, node, prods, cons)
         if r is None and (node.op_type in UNARY or node.op_type in BINARY):
             for i in node.inputs:
                 d = _dq8(graph, i, prods)

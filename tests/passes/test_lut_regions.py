@@ -157,3 +157,27 @@ def test_qlut_per_channel_op_matches_fancy_indexing(dtype):
     np.testing.assert_array_equal(qlut(x, table=table, in_lo=lo, kernel=""), want)
     with pytest.raises(ValueError, match="per-channel table for 3 channels"):
         qlut(x[:, :2], table=table, in_lo=lo, kernel="")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_global_average_pool_stays_integer(dtype):
+    """DQ -> GlobalAveragePool -> Q (squeeze-excitation heads): one integer op, within one step of
+    the float path and of onnxruntime."""
+    rng = np.random.default_rng(4)
+    elem = U8 if dtype == np.uint8 else I8
+    lo = 0 if dtype == np.uint8 else -128
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("GlobalAveragePool", ["xd"], ["g"]),
+             helper.make_node("QuantizeLinear", ["g", "s2", "z2"], ["y"])]
+    inits = [("s", np.array(0.07, np.float32)), ("z", np.array(lo + 9, dtype)),
+             ("s2", np.array(0.03, np.float32)), ("z2", np.array(lo + 100, dtype))]
+    m = model(nodes, [("xq", elem, [2, 6, 5, 7])], [("y", elem, None)], inits)
+    xq = rng.integers(lo, lo + 256, (2, 6, 5, 7)).astype(dtype)
+    fast = qrt.InferenceSession(m, threads=1)
+    assert _ops(fast) == ["QGlobalAveragePool"]
+    got = fast.run(None, {"xq": xq})[0]
+    ref = qrt.InferenceSession(m, threads=1, optimize=False).run(None, {"xq": xq})[0]
+    assert_within_one_step(got, ref, max_frac=0.1, what=f"QGlobalAveragePool {np.dtype(dtype).name}")
+    import onnxruntime as ort
+    o = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_within_one_step(got, o.run(None, {"xq": xq})[0], max_frac=0.1, what="vs onnxruntime")
