@@ -2,9 +2,9 @@
 
 After the pass pipeline (the same passes as on the CPU) every node of the graph is placed:
 - on the GPU when a numba.cuda kernel takes it: qrt.QConv (implicit GEMM, depthwise), qrt.QGemm,
-  QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, qrt.QLut, MaxPool on 8-bit data; and
-  the shape-only ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity) when their data is already
-  on the device, where they are free (a view of the same device memory);
+  QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, qrt.QLut, qrt.QGlobalAveragePool,
+  MaxPool on 8-bit data; and the shape-only ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity)
+  when their data is already on the device, where they are free (a view of the same memory);
 - on the CPU otherwise, running the op's CPU implementation (resolved through qrt.ops, as Plan
   does), with the reason recorded for the lowering report.
 
@@ -22,8 +22,8 @@ does not fit: cases the CPU op either handles differently or reports as an error
 for that call, copying what that needs: the result, or the error, is then the CPU's.
 
 Thread safety: every call has its own value slots and its own CUDA stream; what was uploaded at
-build time is only read. Under the CUDA simulator, which cannot run two kernels at once, calls are
-serialised.
+build time is only read. Under the CUDA simulator, which cannot run two kernels at once in a
+process, calls (of every session) take turns.
 """
 from __future__ import annotations
 
@@ -484,6 +484,33 @@ class _MaxPool(_GpuOp):
                                  out_spatial=out, stream=stream),)
 
 
+class _GlobalAvg(_GpuOp):
+    """qrt.QGlobalAveragePool: exact integer sums per (n, c), the CPU op's float64 rescale."""
+
+    kernel = "cuda.global_avg"
+
+    def __init__(self, graph, node, kw, defaults, api):
+        _check_attrs(node, kw, defaults, ("x_scale", "x_zp", "y_scale", "y_zp", "out_dtype",
+                                          "kernel"))
+        _require_dtype(graph, node.inputs[0], _INT8, "input")
+        self.out_dtype = np.dtype(kw["out_dtype"])
+        if self.out_dtype not in _INT8:
+            raise _NoGpu(f"{self.out_dtype} output")
+        self.kw = kw
+        super().__init__(node, (CUDA,), (CUDA,))
+
+    def run(self, api, args, stream):
+        x = args[0]
+        xs = tuple(x.shape)
+        if np.dtype(x.dtype) not in _INT8 or len(xs) < 3:
+            raise _HostFallback
+        hw = math.prod(xs[2:])
+        kw = self.kw
+        m = np.float64(kw["x_scale"]) / (np.float64(kw["y_scale"]) * max(hw, 1))  # as the CPU op
+        y = api.global_avg_cuda(x, kw["x_zp"], m, kw["y_zp"], self.out_dtype, stream=stream)
+        return (y.reshape(*(xs[:2] + (1,) * (len(xs) - 2))),)
+
+
 class _ShapeOnly(_GpuOp):
     """Reshape / Flatten / Squeeze / Unsqueeze / Identity on a device array: the CPU op runs on a
     zero-strided host stand-in of the same shape (no memory), and its result's shape is applied to
@@ -511,6 +538,7 @@ _LOWER: dict[tuple[str, str], Callable] = {
     ("", "DynamicQuantizeLinear"): _DynamicQuantize,
     ("qrt", "QLut"): _Lut,
     ("", "MaxPool"): _MaxPool,
+    ("qrt", "QGlobalAveragePool"): _GlobalAvg,
 }
 
 
@@ -519,6 +547,8 @@ _LOWER: dict[tuple[str, str], Callable] = {
 # ---------------------------------------------------------------------------------------------
 
 _GPU, _CPU_STEP, _H2D, _D2H = 0, 1, 2, 3
+# The simulator runs one kernel at a time in the whole process: calls of every session take turns.
+_SIM_LOCK = threading.Lock()
 
 
 @dataclass
@@ -673,7 +703,7 @@ class CudaPlan:
         self.step_names = [st.node.name or f"{st.node.op_type}_{k}" if st.node is not None else
                            f"{st.transfer['direction']}:{st.transfer['value']}"
                            for k, st in enumerate(self.steps)]
-        self._serial = threading.Lock() if K.SIMULATOR else None
+        self._serial = _SIM_LOCK if K.SIMULATOR else None
         self._blas = self._blas_limit()
 
     # -- building ---------------------------------------------------------------------------

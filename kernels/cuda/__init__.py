@@ -10,6 +10,7 @@ import importlib
 __all__ = [
     "CudaEpilogue", "CudaQParams", "CudaWeight", "TileConfig", "DEFAULT_TILE", "channel_bias_cuda",
     "check_rounding", "depthwise_conv_cuda", "dequantize_cuda", "dynamic_quantize_cuda",
+    "global_avg_cuda",
     "is_device_array", "lut_cuda", "maxpool_cuda", "prepare_epilogue", "prepare_qparams",
     "qconv_cuda", "qlinear_cuda", "quantize_cuda", "to_device", "to_host", "upload_weight",
 ]

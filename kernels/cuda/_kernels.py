@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 
-from numba import cuda, float32, int32, int64
+from numba import cuda, float32, float64, int32, int64
 
 INT32_MAX = 2147483647
 INT32_MIN = -2147483648
@@ -271,6 +271,34 @@ def maxpool_kernel(x, geo, lowest, out):
                         if v > m:
                             m = v
         out[n, c, oh, ow] = m
+
+
+@cuda.jit
+def global_avg_kernel(x, zx, m, zy, lo, hi, out):
+    """x (N, C, S) 8-bit codes -> out (N, C): sat(rint(float64(sum(x - zx)) * m) + zy), one
+    thread per (n, c). The sum is exact in int64 and the rescale is the CPU op's float64 product:
+    one rounding, no FMA (the product is rounded before anything is added to it)."""
+    C = x.shape[1]
+    S = x.shape[2]
+    flo = float64(lo - zy - 1)
+    fhi = float64(hi - zy + 1)
+    for e in range(cuda.grid(1), x.shape[0] * C, cuda.gridsize(1)):
+        n = e // C
+        c = e % C
+        acc = int64(0)
+        for k in range(S):
+            acc += int64(x[n, c, k])
+        t = float64(acc - zx * S) * m
+        if t < flo:
+            t = flo
+        elif t > fhi:
+            t = fhi
+        r = int64(round(t)) + zy
+        if r < lo:
+            r = lo
+        elif r > hi:
+            r = hi
+        out[n, c] = r
 
 
 # ---------------------------------------------------------------------------------------------

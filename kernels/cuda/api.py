@@ -414,6 +414,28 @@ def maxpool_cuda(x, kernel_shape, strides=None, pads=None, dilations=None, out_s
     return y
 
 
+def global_avg_cuda(x, x_zero_point, multiplier, y_zero_point, out_dtype, out=None, stream=0):
+    """qrt's QGlobalAveragePool on (N, C, *spatial) u8/s8 codes: y[n, c] =
+    sat(rint(float64(sum(x[n, c] - zx)) * multiplier) + zy) with multiplier (float64) =
+    sx / (sy * prod(spatial)), computed by the caller. Returns (N, C) in out_dtype."""
+    xd = to_device(x, None, stream)
+    _check_int8(xd.dtype, "global average pooling input")
+    out_dtype = np.dtype(out_dtype)
+    _check_int8(out_dtype, "global average pooling output")
+    shape = tuple(xd.shape)
+    if len(shape) < 3:
+        raise ValueError(f"global average pooling needs (N, C, ...) input, got {shape}")
+    s = int(np.prod(shape[2:], dtype=np.int64))
+    x3 = xd.reshape(shape[0], shape[1], s)
+    y = _out(out, shape[:2], out_dtype)
+    lo, hi = ref.qrange(out_dtype)
+    nc = shape[0] * shape[1]
+    if nc:
+        K.global_avg_kernel[_ew_grid(nc), K.EW_THREADS, stream](
+            x3, int(x_zero_point), np.float64(multiplier), int(y_zero_point), lo, hi, y)
+    return y
+
+
 # ---------------------------------------------------------------------------------------------
 # GEMM and convolutions
 # ---------------------------------------------------------------------------------------------

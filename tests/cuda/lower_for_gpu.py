@@ -49,6 +49,8 @@ def main() -> int:
         ("channel bias", K.channel_bias_kernel, (arr(f4, 1), arr(f4, 1), i64, i64, f4, f4)),
         ("lut u8->s8", K.lut_kernel, (arr(u8, 1), arr(i8, 2), i64, i64, arr(i8, 1))),
         ("lut s8->f32", K.lut_kernel, (arr(i8, 1), arr(f4, 2), i64, i64, arr(f4, 1))),
+        ("global avg u8->s8", K.global_avg_kernel,
+         (arr(u8, 3), i64, types.float64, i64, i64, i64, arr(i8, 2))),
         ("maxpool u8", K.maxpool_kernel, (arr(u8, 4), types.UniTuple(i64, 10), i64, arr(u8, 4))),
         ("maxpool s8", K.maxpool_kernel, (arr(i8, 4), types.UniTuple(i64, 10), i64, arr(i8, 4))),
     ]

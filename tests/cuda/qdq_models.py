@@ -58,10 +58,10 @@ class _Builder:
 
 def conv_net(act_dtype="uint8", seed=0):
     """x (1, 3, 6, 6) float -> Q/DQ -> Conv 3x3 + Relu -> depthwise 3x3 (stride 2) -> 1x1 Conv ->
-    GlobalAveragePool (float: no int8 kernel, so a CPU fallback with transfers) -> Flatten ->
-    MatMul (per-channel weights) -> Gemm (bias) -> Softmax. Every int op sits between QDQ pairs.
-    Outputs: the Softmax probabilities (float) and the int8/uint8 output of the 1x1 conv's Q
-    (an integer graph output)."""
+    Softmax over channels (float: no CUDA kernel, so a CPU fallback with transfers around it) ->
+    Flatten (on int8 data) -> MatMul (per-channel weights) -> Gemm (bias) -> Softmax. Every
+    integer op sits between QDQ pairs. Outputs: the Softmax probabilities (float) and the 8-bit
+    output of the 1x1 conv's Q (an integer graph output made on the device)."""
     rng = np.random.default_rng(seed)
     b = _Builder(rng, act_dtype)
     x = b.qdq("x", 0.05)
@@ -82,10 +82,9 @@ def conv_net(act_dtype="uint8", seed=0):
     s3, z3 = b.const("s", np.float32(0.03)), b.const("z", np.array(zp, b.act))
     b.nodes.append(helper.make_node("QuantizeLinear", [c3, s3, z3], ["q_conv1x1"], name="Q_out"))
     d3 = b.op("DequantizeLinear", ["q_conv1x1", s3, z3], "DQ_out")
-    g = b.op("GlobalAveragePool", [d3], "gap")
-    dg = b.qdq(g, 0.02)
-    f = b.qdq(b.op("Flatten", [dg], "flatten"), 0.02)  # int8 through Flatten (a device reshape)
-    w4 = b.weight((5, 6), 1)
+    sm = b.qdq(b.op("Softmax", [d3], "softmax_mid", axis=1), 1 / 256)
+    f = b.qdq(b.op("Flatten", [sm], "flatten"), 1 / 256)  # int8 through Flatten (a device view)
+    w4 = b.weight((45, 6), 1, scale=(0.05, 0.2))
     m = b.op("MatMul", [f, w4], "matmul")
     dm = b.qdq(m, 0.02)
     w5 = b.weight((4, 6), 0)
@@ -238,3 +237,18 @@ def scalar_qdq():
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Q"),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="DQ")]
     return _model(nodes, [("x", FLOAT, [])], [("q", TensorProto.INT8, []), ("d", FLOAT, [])], inits)
+
+
+def gap_net(act_dtype="uint8"):
+    """DequantizeLinear -> GlobalAveragePool -> QuantizeLinear of an 8-bit input (one integer op,
+    qrt.QGlobalAveragePool, where the passes fuse it) and a float GlobalAveragePool (CPU)."""
+    elem = TensorProto.UINT8 if act_dtype == "uint8" else TensorProto.INT8
+    zp = np.array(100 if act_dtype == "uint8" else -7, act_dtype)
+    inits = [numpy_helper.from_array(np.float32(0.07), "s"), numpy_helper.from_array(zp, "z"),
+             numpy_helper.from_array(np.float32(0.05), "so"), numpy_helper.from_array(zp, "zo")]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"], name="DQ"),
+             helper.make_node("GlobalAveragePool", ["d"], ["g"], name="gap"),
+             helper.make_node("QuantizeLinear", ["g", "so", "zo"], ["y"], name="Q"),
+             helper.make_node("GlobalAveragePool", ["xf"], ["yf"], name="gap_float")]
+    return _model(nodes, [("x", elem, [2, 3, 4, 5]), ("xf", FLOAT, [1, 2, 3, 3])],
+                  [("y", elem, [2, 3, 1, 1]), ("yf", FLOAT, [1, 2, 1, 1])], inits)

@@ -62,33 +62,34 @@ def test_conv_net_bit_identical_to_cpu(cuda_session, act):
     for name, kern in kernels.items():
         assert rep[name]["device"] == "cuda" and rep[name]["device_kernel"] == kern, rep[name]
         assert rep[name]["precision"] == "int8"
-    for name in ("gap", "softmax"):
+    for name in ("softmax_mid", "softmax"):
         assert rep[name]["device"] == "cpu"
-        assert rep[name]["device_reason"] == f"no CUDA kernel for {rep[name]['op_type']}"
+        assert rep[name]["device_reason"] == "no CUDA kernel for Softmax"
     # the fused nodes' QDQ pieces run where their fused node runs; folded ones nowhere
     assert rep["relu1"]["device"] == "cuda" and rep["DQ_out"]["device"] == "cuda"
     assert [e["name"] for e in gpu.lowering_report() if e["device"] is None] == ["DQ49"]
 
-    # exactly the crossings: the input, around the two float ops, the integer graph output
+    # exactly the crossings: the input, around the two Softmax, the integer graph output
     d = gpu.lowering_report().to_dict()
     moves = [(t["value"], t["direction"], t["before"], t["bytes"]) for t in d["transfers"]]
     src = {n.name: n for n in model.graph.node}
-    reader_of_gap = next(n.name for n in model.graph.node if src["gap"].output[0] in n.input)
+    mid = src["softmax_mid"]
+    reader_of_mid = next(n.name for n in model.graph.node if mid.output[0] in n.input)
     q = np.dtype(act).itemsize
     assert moves == [
         ("x", "host_to_device", "Q5", 1 * 3 * 6 * 6 * 4),
-        (src["gap"].input[0], "device_to_host", "gap", 5 * 3 * 3 * 4),
-        (src["gap"].output[0], "host_to_device", reader_of_gap, 5 * 4),
+        (mid.input[0], "device_to_host", "softmax_mid", 5 * 3 * 3 * 4),
+        (mid.output[0], "host_to_device", reader_of_mid, 5 * 3 * 3 * 4),
         (src["softmax"].input[0], "device_to_host", "softmax", 4 * 4),
         ("q_conv1x1", "device_to_host", None, 5 * 3 * 3 * q),
     ]
-    assert [t["value"] for t in rep["gap"]["transfers"]] == [src["gap"].input[0]]
+    assert [t["value"] for t in rep["softmax_mid"]["transfers"]] == [mid.input[0]]
     assert rep["conv3x3"]["transfers"] == [] and rep["softmax"]["transfers"][0]["bytes"] == 16
     assert [(t["value"], t["before"]) for t in rep["conv1x1"]["transfers"]] == [("q_conv1x1", None)]
-    assert "27 nodes on cuda, 2 on cpu, 5 host<->device copies per call, 693 bytes" in \
+    assert "27 nodes on cuda, 2 on cpu, 5 host<->device copies per call, 853 bytes" in \
         gpu.lowering_report().summary()
     gpu.lowering_report().to_json()  # JSON-ready
-    assert "[cpu: no CUDA kernel for GlobalAveragePool]" in str(gpu.lowering_report())
+    assert "[cpu: no CUDA kernel for Softmax]" in str(gpu.lowering_report())
 
 
 def test_cpu_session_report_unchanged():
@@ -213,6 +214,22 @@ def test_unknown_attribute_keeps_the_node_on_the_cpu(cuda_session, monkeypatch):
     assert rep["mm"]["device"] == "cpu"
     assert rep["mm"]["device_reason"] == "attribute 'new_thing' has no GPU implementation"
     assert rep["gemm"]["device"] == "cuda"
+
+
+@pytest.mark.parametrize("act", ["uint8", "int8"])
+def test_global_average_pool(cuda_session, act):
+    """8-bit DQ -> GlobalAveragePool -> Q (qrt.QGlobalAveragePool: exact sums, the CPU op's
+    float64 rescale) on the GPU; a float GlobalAveragePool on the CPU."""
+    model = M.gap_net(act)
+    rng = np.random.default_rng(10)
+    lo, hi = ref.qrange(act)
+    feeds = {"x": rng.integers(lo, hi + 1, (2, 3, 4, 5)).astype(act),
+             "xf": rng.normal(size=(1, 2, 3, 3)).astype(np.float32)}
+    gpu = cuda_session(model)
+    _same(gpu.run(None, feeds), qrt.InferenceSession(model, threads=1).run(None, feeds))
+    rep = _by_name(gpu)
+    assert rep["gap"]["device"] == "cuda" and rep["gap"]["device_kernel"] == "cuda.global_avg"
+    assert rep["gap_float"]["device"] == "cpu"
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
