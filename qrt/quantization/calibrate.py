@@ -176,15 +176,16 @@ class Executor:
 
 
 def calibrate(model: onnx.ModelProto, data, tensors: Iterable[str], *, histogram: bool,
-              num_bins: int = 2048, progress=False, keep_feeds: bool = False,
+              num_bins: int = 2048, progress=False, keep_feeds: bool | int = False,
               backend: str = "auto"):
     """Stream `data` through `model`; returns (observers by tensor name, batches, backend name,
-    the feeds if keep_feeds)."""
+    the feeds if keep_feeds: all of them for True, at most that many for an int)."""
     tensors = list(dict.fromkeys(tensors))
     obs = {t: TensorObserver(histogram, num_bins) for t in tensors}
     ex = Executor(model, backend)
     every = progress if isinstance(progress, int) and not isinstance(progress, bool) else 10
     kept = [] if keep_feeds else None
+    keep_max = None if keep_feeds is True else int(keep_feeds)
     n = 0
 
     def cb(name, arr):
@@ -195,7 +196,7 @@ def calibrate(model: onnx.ModelProto, data, tensors: Iterable[str], *, histogram
             raise TypeError(f"calibration batch {n} is a {type(feed).__name__}, expected a dict "
                             "of input name -> array")
         ex.run(feed, obs.keys(), cb)
-        if kept is not None:
+        if kept is not None and (keep_max is None or len(kept) < keep_max):
             kept.append(cast_feed(feed, ex.inputs))
         n += 1
         if progress and n % every == 0:

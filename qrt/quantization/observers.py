@@ -10,7 +10,7 @@ histogram), never the activations themselves.
   |x| is exact too, which the symmetric methods use.
 - range functions on a histogram: `percentile_range`, `mse_range` (clipping range minimising the
   quantize-dequantize error estimated on the histogram), `entropy_range` (TensorRT-style KL
-  divergence search), `auto_range` (the candidate with the lowest histogram-estimated MSE).
+  divergence search over thresholds that clip at most 1% of the values), `auto_range` (the candidate with the lowest histogram-estimated MSE).
 
 Every method ends in (rmin, rmax); `qrt.quantization.params.qparams` turns that into scale / zero
 point, the same for all methods.
@@ -292,22 +292,49 @@ def kl_divergence_curve(hist: np.ndarray, nlevels: int, start: int | None = None
     return ids, kls
 
 
+MAX_CLIPPED = 0.01  # entropy: thresholds may clip at most this fraction of the (non-zero) values
+ONE_SIDED_RATIO = 0.25  # entropy: |min| <= this * max counts as one-sided data (affine types)
+
+
 def entropy_range(h: Histogram, qtype: str = "uint8", symmetric: bool = False):
-    """Threshold minimising KL(P||Q) on the |x| histogram (one-sided data uses all levels)."""
+    """Threshold minimising KL(P||Q) on the |x| histogram, or on the positive side with the
+    levels an affine range gives it when the data is (mostly) non-negative."""
     if h.width == 0.0:
         return 0.0, 0.0
     qmin, qmax = qrange(qtype)
-    one_sided = h.min >= 0.0 and not symmetric and qmin == 0
-    nlevels = (qmax - qmin + 1) if one_sided else (qmax - qmin + 1) // 2
-    f = h.folded()
+    # Mostly non-negative data under an affine type (ReLU-like, hard-swish: min -0.375): search
+    # the upper threshold on the positive side, with the levels the affine range gives it; the
+    # small negative side is kept whole.
+    one_sided = not symmetric and h.max > 0.0 and -h.min <= ONE_SIDED_RATIO * h.max
+    if one_sided:
+        neg = max(-h.min, 0.0)
+        nlevels = max(2, int((qmax - qmin) * h.max / (h.max + neg)) + 1)
+        idx = np.arange(h.num_bins) + h.kmin
+        f = h.counts[idx >= 0].copy() if h.kmin < 0 else np.concatenate(
+            [np.zeros(h.kmin, np.int64), h.counts])
+        nz = np.nonzero(f)[0]
+        f = f[: int(nz[-1]) + 1] if nz.size else f[:1]
+    else:
+        nlevels = (qmax - qmin + 1) // 2
+        f = h.folded()
     f[0] -= min(h.zeros, int(f[0]))  # exact zeros cost nothing at any threshold: leave them out
     if len(f) <= nlevels:
         t = len(f) * h.width
     else:
-        ids, kls = kl_divergence_curve(f, nlevels)
-        t = ids[int(np.argmin(kls))] * h.width
+        # KL(P||Q) does not see how far clipped values are moved: when most of the data sits away
+        # from 0 (an image input's bright background), a threshold below all of it collapses P
+        # into its last bin and scores KL = 0. Clipping is meant for rare outliers, so thresholds
+        # that clip more than MAX_CLIPPED of the values are not candidates.
+        tail = np.concatenate([np.cumsum(f[::-1])[::-1], [0]])
+        ok = np.nonzero(tail <= MAX_CLIPPED * tail[0])[0]
+        start = max(nlevels, int(ok[0]) if ok.size else len(f))
+        if start >= len(f):
+            t = len(f) * h.width
+        else:
+            ids, kls = kl_divergence_curve(f, nlevels, start)
+            t = ids[int(np.argmin(kls))] * h.width
     if one_sided:
-        return 0.0, float(min(t, h.max))
+        return float(min(h.min, 0.0)), float(min(t, h.max))
     return float(max(-t, h.min)), float(min(t, h.max))
 
 

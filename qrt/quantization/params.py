@@ -85,6 +85,27 @@ def _bshape(ndim: int, axis: int, n: int) -> tuple:
     return tuple(s)
 
 
+# u8 activations (at most 255) times s8 weights, two products summed in int16 (x86 `vpmaddubsw`, which
+# onnxruntime's u8 x s8 kernels use on CPUs without AVX-512 VNNI / AVX-VNNI) saturate unless the two
+# weights of a pair sum to at most 32767 // 255 = 128 in magnitude.
+PAIR_LIMIT = 32767 // 255
+
+
+def pairs_overflow_int16(q: np.ndarray, out_axis: int, limit: int = PAIR_LIMIT) -> bool:
+    """True when some output channel (along `out_axis`) of the int8 weight `q` has two positive
+    values, or two negative ones, whose magnitudes sum past `limit`: whichever two weights a kernel
+    pairs, u8 x s8 products summed pairwise in int16 could then saturate."""
+    q = np.asarray(q, np.int64)
+    if q.ndim < 2:
+        return False
+    qm = np.moveaxis(q, out_axis % q.ndim, 0).reshape(q.shape[out_axis % q.ndim], -1)
+    if qm.shape[1] < 2:
+        return False
+    pos = -np.sort(-np.maximum(qm, 0), axis=1)[:, :2].sum(axis=1)
+    neg = -np.sort(-np.maximum(-qm, 0), axis=1)[:, :2].sum(axis=1)
+    return bool(np.any(np.maximum(pos, neg) > limit))
+
+
 def quantize_weight(w: np.ndarray, qtype: str, symmetric: bool = True, axis: int | None = None,
                     block_size: int | None = None):
     """Quantize a float weight. Returns (q int64 array, scale, zero_point) where scale/zero_point

@@ -1,6 +1,6 @@
 """In-memory pre-processing before quantization (onnx API only, nothing written to disk):
 opset upgrade, Constant nodes -> initializers, folding of nodes whose inputs are all constant,
-BatchNormalization folded into the preceding Conv, shape inference."""
+BatchNormalization and constant bias Adds folded into the preceding Conv, shape inference."""
 from __future__ import annotations
 
 import os
@@ -168,6 +168,66 @@ def fold_batchnorm(model: onnx.ModelProto) -> list[str]:
     return folded
 
 
+def fold_conv_bias_add(model: onnx.ModelProto) -> list[str]:
+    """Conv -> Add(constant per-output-channel bias, shape [C], [C,1,1] or [1,C,1,1]; the Conv's
+    output read only by the Add) becomes one Conv with that bias (exporters such as paddle2onnx
+    write the bias as a separate Add). The bias then becomes int32 at sx*sw and the Conv's output
+    is quantized once, after the bias, instead of before it. Returns the folded Add nodes."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    outputs = {o.name for o in g.output}
+    prod = {o: n for n in g.node for o in n.output}
+    folded, drop = [], set()
+    for add in g.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        k = next((j for j in (0, 1) if add.input[j] in inits), None)
+        if k is None or add.input[1 - k] in inits:
+            continue
+        conv = prod.get(add.input[1 - k])
+        if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") \
+                or consumers.get(conv.output[0], 0) != 1 or conv.output[0] in outputs \
+                or conv.input[1] not in inits:
+            continue
+        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
+            continue
+        b = numpy_helper.to_array(inits[add.input[k]])
+        w = numpy_helper.to_array(inits[conv.input[1]])
+        c = w.shape[0]
+        nsp = w.ndim - 2  # spatial dims
+        # a per-channel bias broadcasts against [N, C, *spatial] as [C, 1...] / [1, C, 1...]
+        shp = b.shape
+        if b.dtype != np.float32 or b.size != c or not (
+                shp == (c,) and nsp == 0 or shp == (c,) + (1,) * nsp
+                or shp == (1, c) + (1,) * nsp):
+            continue
+        old = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+               if len(conv.input) > 2 and conv.input[2] else np.zeros(c))
+        bname = (conv.name or conv.output[0]) + "_bias_addfolded"
+        g.initializer.append(numpy_helper.from_array(
+            (old + b.reshape(-1).astype(np.float64)).astype(np.float32), bname))
+        if len(conv.input) > 2:
+            conv.input[2] = bname
+        else:
+            conv.input.append(bname)
+        conv.output[0] = add.output[0]
+        drop.add(id(add))
+        folded.append(add.name or add.output[0])
+    if drop:
+        keep = [n for n in g.node if id(n) not in drop]
+        del g.node[:]
+        g.node.extend(keep)
+        used = {i for n in g.node for i in n.input} | outputs
+        live = [t for t in g.initializer if t.name in used]
+        del g.initializer[:]
+        g.initializer.extend(live)
+    return folded
+
+
 def name_nodes(model: onnx.ModelProto) -> None:
     """Give every unnamed node a unique name (reports and exclusion lists need names)."""
     seen = {n.name for n in model.graph.node if n.name}
@@ -190,6 +250,7 @@ def preprocess(model, target_opset: int = 13) -> tuple[onnx.ModelProto, dict]:
     facts["opset"] = opset(m)
     facts["constants_folded"] = fold_constants(m)
     facts["batchnorm_folded"] = fold_batchnorm(m)
+    facts["bias_add_folded"] = fold_conv_bias_add(m)
     name_nodes(m)
     try:
         m = onnx.shape_inference.infer_shapes(m)

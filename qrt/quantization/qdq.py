@@ -11,6 +11,13 @@ Placement rules
 - Pass-through ops (MaxPool, Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Identity) share their
   input's parameters, so the engine keeps int8 through them.
 - Graph outputs stay float (the last layer dequantizes), so the model's results are not clipped.
+- A tensor gets Q/DQ only where a quantized op reads it (a compute op, or a residual Add / Concat /
+  pass-through op whose own output is quantized): outputs read by float ops alone (activation
+  functions such as hard-swish, Softmax, ...) stay float, so they are rounded once, at the next
+  quantized input, not twice.
+- Saturation safety (`write(saturation_safe=True)`): an int8 weight whose u8 x s8 products, summed
+  in pairs in int16 as x86 kernels without VNNI do, could saturate is stored as uint8 (+128, zero
+  point +128; the same numbers), which runtimes run with u8 x u8 kernels instead.
 
 Naming (what `compare` relies on): tensor T quantizes to `T_QuantizeLinear_Output` and dequantizes
 to `T_DequantizeLinear_Output` (onnxruntime's convention too); T keeps its float producer. Weight W
@@ -24,7 +31,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qrt.quantization.params import np_dtype, onnx_elem_type, quantize_weight
+from qrt.quantization.params import (np_dtype, onnx_elem_type, pairs_overflow_int16,
+                                     quantize_weight)
 
 COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 FUSABLE_ACT = ("Relu", "Clip")
@@ -40,6 +48,7 @@ class WeightSpec:
     name: str  # initializer
     axis: int | None  # per-channel axis (None: per-tensor)
     block_axis: int | None = None
+    out_axis: int | None = None  # output-channel axis when int16 pair sums matter (see write)
 
 
 @dataclass
@@ -102,6 +111,8 @@ def place(model: onnx.ModelProto, *, exclude: dict[str, str], static: bool = Tru
             if i:
                 cons.setdefault(i, []).append(n)
     q: dict[str, None] = {}
+    compute_reads: set = set()  # (compute node, activation input) pairs read through Q/DQ
+    group_out: dict[str, str] = {}  # residual Add -> its group's (quantized) output
 
     def is_act(t):
         return bool(t) and t not in inits and types.get(t, onnx.TensorProto.FLOAT) == \
@@ -167,16 +178,23 @@ def place(model: onnx.ModelProto, *, exclude: dict[str, str], static: bool = Tru
                         axis, block_axis = (0, 1) if _attr(node, "transB", 0) else (1, 0)
                     else:
                         block_axis = 0 if _attr(node, "transA", 0) else 1
+                # output-channel axis when the op is an integer GEMM whose kernels may sum pairs of
+                # u8 x s8 products in int16: all but depthwise Conv (onnxruntime's depthwise
+                # kernel accumulates in int32) and weights on the left of a MatMul/Gemm
+                out_axis = axis
+                if op == "Conv" and w.ndim >= 2 and w.shape[1] == 1 and _attr(node, "group", 1) > 1:
+                    out_axis = None
                 if not per_channel:
                     axis = None
                 if w.ndim < 2:
-                    axis = block_axis = None
+                    axis = block_axis = out_axis = None
                 p.weights.append(WeightSpec(node.name, w_slot, ins[w_slot], axis,
-                                            block_axis if block_size else None))
+                                            block_axis if block_size else None, out_axis))
             if not static:
                 continue
             for k in act_slots:
                 add(ins[k], None)
+                compute_reads.add((node.name, ins[k]))
             # int32 bias at sx*sw
             if has_w and w_slot == 1 and len(ins) > 2 and ins[2] and is_float_init(ins[2]) \
                     and 0 in act_slots and not block_size:
@@ -198,6 +216,7 @@ def place(model: onnx.ModelProto, *, exclude: dict[str, str], static: bool = Tru
                 out = group_output(node)
                 if out not in graph_outputs:
                     add(out, node.name)
+                    group_out[node.name] = out
         elif op == "Concat" and static:
             ins = [i for i in node.input if i]
             if ins and all(is_act(i) for i in ins) and node.output[0] not in graph_outputs:
@@ -224,6 +243,25 @@ def place(model: onnx.ModelProto, *, exclude: dict[str, str], static: bool = Tru
                     p.union(i, o)
                     if node.name not in p.quantized_nodes:
                         p.quantized_nodes.append(node.name)
+    if static:
+        # A Q/DQ pays only where a quantized op reads the tensor: a compute op, or an Add /
+        # Concat / pass-through op whose own output stays quantized. Outputs read by float ops
+        # alone (activation functions, Softmax, ...) stay float, so they are rounded once (at the
+        # next quantized input) instead of twice; the op before them dequantizes in its epilogue.
+        conditional = {n.name: n for n in g.node if n.name in p.quantized_nodes
+                       and n.op_type not in COMPUTE}
+        changed = True
+        while changed:
+            changed = False
+            for t in list(q):
+                if any((c.name, t) in compute_reads or (c.name in conditional and
+                       group_out.get(c.name, c.output[0]) in q) for c in cons.get(t, [])):
+                    continue
+                del q[t]
+                changed = True
+        for name, n in conditional.items():
+            if group_out.get(name, n.output[0]) not in q:
+                p.quantized_nodes.remove(name)
     # Q/DQ in topological order of the producers (graph inputs first).
     order = {o.name: -1 for o in g.input}
     for k, n in enumerate(g.node):
@@ -252,9 +290,13 @@ class _Names:
 
 def write(model: onnx.ModelProto, p: Placement, act_params: dict, *, activation_type: str,
           weight_type: str, symmetric_weights: bool, block_size: int | None,
-          metadata: dict | None = None) -> tuple[onnx.ModelProto, dict]:
+          metadata: dict | None = None, saturation_safe: bool = False
+          ) -> tuple[onnx.ModelProto, dict]:
     """Rewrite `model` (a copy) with Q/DQ. `act_params`: tensor -> (scale, zero_point) for every
-    tensor of `p.activations`. Returns (model, weight facts)."""
+    tensor of `p.activations`. `saturation_safe`: an int8 weight of an integer GEMM whose u8 x s8
+    pair sums could overflow int16 (`params.pairs_overflow_int16`) is stored as uint8 with its
+    values and zero point shifted by +128: the same numbers, but runtimes then pick u8 x u8
+    kernels, which do not sum pairs in int16. Returns (model, weight facts)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -297,7 +339,11 @@ def write(model: onnx.ModelProto, p: Placement, act_params: dict, *, activation_
         else:
             qv, s, z = quantize_weight(arr, weight_type, symmetric_weights, w.axis)
             axis, bs = (w.axis if np.ndim(s) else None), None
-        wd = np_dtype(weight_type)
+        wtype = weight_type
+        if saturation_safe and weight_type == "int8" and w.out_axis is not None \
+                and pairs_overflow_int16(qv, w.out_axis):
+            qv, z, wtype = qv + 128, np.asarray(z) + 128, "uint8"
+        wd = np_dtype(wtype)
         qname, sname, zname = names(f"{w.name}_quantized"), names(f"{w.name}_scale"), \
             names(f"{w.name}_zero_point")
         new_inits += [numpy_helper.from_array(qv.astype(wd), qname),
@@ -314,7 +360,7 @@ def write(model: onnx.ModelProto, p: Placement, act_params: dict, *, activation_
         wq_out[w.name] = out
         w_scales[w.name] = np.asarray(s, np.float32)
         err = arr - _dq(qv, s, z, axis, bs, arr.shape)
-        wfacts[w.name] = {"axis": axis, "block_size": bs, "type": weight_type,
+        wfacts[w.name] = {"axis": axis, "block_size": bs, "type": wtype,
                           "sqnr_db": _sqnr(arr, err), "max_abs_error": float(np.abs(err).max(initial=0))}
 
     # biases (int32 at sx * sw)
@@ -396,3 +442,8 @@ def _sqnr(ref: np.ndarray, err: np.ndarray) -> float:
     if sig == 0:
         return float("-inf")
     return 10.0 * np.log10(sig / noise)
+
+
+def fresh_name(model: onnx.ModelProto, base: str) -> str:
+    """A name no initializer, input, node or value of `model` uses yet."""
+    return _Names(model)(base)

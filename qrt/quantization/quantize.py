@@ -10,9 +10,10 @@ from typing import Any, Mapping
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from qrt.quantization import qdq
-from qrt.quantization.calibrate import Executor, calibrate
+from qrt.quantization.calibrate import Executor, calibrate, cast_feed
 from qrt.quantization.observers import HISTOGRAM_METHODS, METHODS
 from qrt.quantization.params import qparams, qtype_names
 from qrt.quantization.preprocess import preprocess
@@ -54,6 +55,8 @@ class QuantOptions:
     percentile: float = 99.99
     num_bins: int = 2048
     progress: Any = False
+    bias_correction: bool = True
+    saturation_safe: bool = True
 
     def __post_init__(self):
         methods = self.method.values() if isinstance(self.method, Mapping) else [self.method]
@@ -207,7 +210,9 @@ def _build(model, opts, exclude, obs, mode="static"):
     params, ranges = _act_params(p, obs, opts) if mode == "static" else ({}, {})
     m, wfacts = qdq.write(model, p, params, activation_type=opts.activation_type,
                           weight_type=opts.weight_type, symmetric_weights=opts.symmetric_weights,
-                          block_size=opts.block_size, metadata=_metadata(opts, mode))
+                          block_size=opts.block_size, metadata=_metadata(opts, mode),
+                          saturation_safe=opts.saturation_safe and mode == "static"
+                          and opts.activation_type in ("uint8", "int8"))
     return m, p, ranges, wfacts
 
 
@@ -231,6 +236,178 @@ def output_error(refs: list[list[np.ndarray]], outs: list[list[np.ndarray]]) -> 
 def _run_all(model, feeds, backend="auto"):
     ex = Executor(model, backend)
     return [[np.asarray(o) for o in ex.run(f)] for f in feeds]
+
+
+BIAS_CORRECTION_BATCHES = 32  # calibration batches kept in memory for bias correction
+
+
+def _out_axis(node: onnx.NodeProto, rank: int) -> int:
+    return 1 if node.op_type in ("Conv", "ConvTranspose") else rank - 1
+
+
+def _bias_slot(model: onnx.ModelProto, node: onnx.NodeProto, cons: dict):
+    """(node, input slot) holding the float bias of `node`'s output channels, or (node, None) when
+    a bias input can be added; None when the layer has no bias we can correct."""
+    inits = {t.name for t in model.graph.initializer}
+    if node.op_type in ("Conv", "Gemm"):
+        if len(node.input) > 2 and node.input[2]:
+            return (node, 2) if node.input[2] in inits else None
+        return node, None
+    if node.op_type == "MatMul":
+        c = cons.get(node.output[0], [])
+        if len(c) == 1 and c[0].op_type == "Add":
+            k = [j for j, i in enumerate(c[0].input) if i in inits]
+            if len(k) == 1:
+                return c[0], k[0]
+    return None
+
+
+def _bias_correction(model, built, feeds):
+    """Empirical bias correction, layer after layer. Rounding is unbiased one value at a time, but
+    not after non-linear layers: MaxPool and ReLU-like activations of noisy inputs come out larger
+    on average, and averaging layers (GlobalAveragePool, the classifier) keep that shift while
+    they average the noise away. So the calibration batches run through the QDQ model together,
+    one thread each, meeting at every quantized Conv/Gemm/MatMul: there the mean of each output
+    channel over all batches is compared with the FP32 model's, the difference is subtracted from
+    the layer's float bias, and the corrected output goes on to the next layers, which therefore
+    see (and correct) only what is left. Needs qrt to run both models (observer hook); returns
+    (corrected float model, {node: max |correction|}) or (model, {}) when it cannot run."""
+    import threading
+
+    import qrt
+    m_q, p = built[0], built[1]
+    nodes = {n.name: n for n in model.graph.node}
+    cons: dict = {}
+    for n in model.graph.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    q_out = {n.name: n.output[0] for n in m_q.graph.node if n.output}
+    targets: dict[str, str] = {}  # layer output tensor -> node
+    for name in p.quantized_nodes:
+        n = nodes.get(name)
+        if n is None or n.op_type not in ("Conv", "Gemm", "MatMul") or \
+                q_out.get(name) != n.output[0] or _bias_slot(model, n, cons) is None:
+            continue
+        targets[n.output[0]] = name
+    feeds = list(feeds)
+    if not targets or not feeds:
+        return model, {}
+
+    def channel_sum(node_name, y):
+        y = np.asarray(y)
+        ax = _out_axis(nodes[node_name], y.ndim)
+        red = tuple(i for i in range(y.ndim) if i != ax)
+        return y.sum(axis=red, dtype=np.float64), y.size // max(y.shape[ax], 1)
+
+    try:
+        ex = Executor(model, "qrt")
+        ref: dict = {}
+        for feed in feeds:
+            def acc(t, y):
+                s_, c_ = channel_sum(targets[t], y)
+                old = ref.get(t, (0.0, 0))
+                ref[t] = (old[0] + s_, old[1] + c_)
+            ex.run(feed, targets, acc)
+        sess = qrt.InferenceSession(m_q, optimize=False, threads=1)
+        q_inputs = Executor(m_q, "qrt").inputs
+    except Exception as e:  # qrt cannot run one of the models: no correction
+        warnings.warn(f"bias correction skipped: {e}", RuntimeWarning, stacklevel=3)
+        return model, {}
+
+    n = len(feeds)
+    corr: dict[str, np.ndarray] = {}
+    part: list = [None] * n
+    state = {"t": None}
+
+    def combine():
+        t = state["t"]
+        tot = sum(x[0] for x in part)
+        cnt = sum(x[1] for x in part)
+        rs, rc = ref.get(t, (None, 0))
+        if rs is None or np.shape(tot) != np.shape(rs) or not cnt or not rc:
+            corr[t] = None
+            return
+        c = tot / cnt - rs / rc
+        if n > 1:
+            # Shrink each channel's correction by how well the batches agree on it (positive-part
+            # James-Stein: c * max(0, 1 - var(c) / c^2)), so that a few calibration batches do not
+            # turn into a noisy bias where there was little to correct.
+            per = np.stack([x[0] / max(x[1], 1) for x in part]) - rs / rc
+            var = per.var(axis=0, ddof=1) / n
+            c = c * np.maximum(0.0, 1.0 - var / np.maximum(c * c, 1e-300))
+        corr[t] = c if np.all(np.isfinite(c)) else None
+
+    barrier = threading.Barrier(n, action=combine)
+    errors: list = []
+
+    def worker(i):
+        def obs(node, ins, outs):
+            t = node.outputs[0] if node.outputs else None
+            if t not in targets:
+                return
+            y = outs[0]
+            part[i] = channel_sum(targets[t], y)
+            state["t"] = t
+            barrier.wait(timeout=600)
+            c = corr.get(t)
+            if c is not None:
+                ax = _out_axis(nodes[targets[t]], y.ndim)
+                shape = [1] * y.ndim
+                shape[ax] = -1
+                y -= c.reshape(shape).astype(y.dtype)  # in place: the next layers read it
+
+        try:
+            sess._execute(cast_feed(feeds[i], q_inputs), [o.name for o in m_q.graph.output], obs)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)] or errors
+        warnings.warn(f"bias correction skipped: {real[0]!r}", RuntimeWarning, stacklevel=3)
+        return model, {}
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    onodes = {nd.name: nd for nd in g.node}
+    ocons: dict = {}
+    for nd in g.node:
+        for i in nd.input:
+            ocons.setdefault(i, []).append(nd)
+    done = {}
+    for t, name in targets.items():
+        c = corr.get(t)
+        if c is None:
+            continue
+        node = onodes[name]
+        holder, slot = _bias_slot(out, node, ocons)
+        if slot is None:  # Conv/Gemm without a bias: give it one
+            old = np.zeros(c.shape, np.float32)
+            while len(node.input) < 2:
+                node.input.append("")
+            node.input.append("")
+            holder, slot = node, len(node.input) - 1
+        else:
+            old = numpy_helper.to_array(inits[holder.input[slot]])
+            if old.size != c.size or old.dtype != np.float32:
+                continue
+        new = (old.reshape(-1).astype(np.float64) - c).astype(np.float32).reshape(old.shape)
+        bname = holder.input[slot]
+        if bname and bname in inits and len(ocons.get(bname, [])) == 1:
+            inits[bname].CopyFrom(numpy_helper.from_array(new, bname))
+        else:  # new, or shared with another layer (which keeps its own)
+            bname = qdq.fresh_name(out, f"{name}_bias_corrected")
+            g.initializer.append(numpy_helper.from_array(new, bname))
+            holder.input[slot] = bname
+        done[name] = float(np.abs(c).max())
+    return out, done
 
 
 def _mixed_precision(model, opts, exclude, obs, feeds, built):
@@ -268,7 +445,7 @@ def quantize_static(model_in, model_out, calibration_data, *, method="minmax", p
                     activation_type="uint8", weight_type="int8", symmetric_activations=False,
                     symmetric_weights=True, block_size=None, exclude_nodes=(), exclude_op_types=(),
                     target_error=None, percentile=99.99, num_bins=2048, progress=False,
-                    backend="auto") -> QuantResult:
+                    bias_correction=True, saturation_safe=True, backend="auto") -> QuantResult:
     """Calibrate `model_in` on `calibration_data` (iterable of feed dicts, or a reader with
     `get_next()`) and write a QDQ model to `model_out` (a path, or None to keep it in memory as
     `result.model`). See QuantOptions for the options; `backend` ("auto", "qrt", "onnxruntime")
@@ -276,7 +453,8 @@ def quantize_static(model_in, model_out, calibration_data, *, method="minmax", p
     model)."""
     opts = QuantOptions(method, per_channel, activation_type, weight_type, symmetric_activations,
                         symmetric_weights, block_size, tuple(exclude_nodes), tuple(exclude_op_types),
-                        target_error, percentile, num_bins, progress)
+                        target_error, percentile, num_bins, progress, bias_correction,
+                        saturation_safe)
     return _quantize_static(model_in, model_out, calibration_data, opts, backend)
 
 
@@ -288,8 +466,14 @@ def _quantize_static(model_in, model_out, calibration_data, opts: QuantOptions, 
     obs, nb, used_backend, feeds = calibrate(
         model, calibration_data, p.activations, histogram=opts.needs_histogram,
         num_bins=opts.num_bins, progress=opts.progress,
-        keep_feeds=opts.target_error is not None, backend=backend)
+        keep_feeds=True if opts.target_error is not None else
+        (BIAS_CORRECTION_BATCHES if opts.bias_correction else 0), backend=backend)
     built = _build(model, opts, exclude, obs)
+    if opts.bias_correction:
+        model, corrected = _bias_correction(model, built, feeds[:BIAS_CORRECTION_BATCHES])
+        facts = dict(facts, bias_corrected=corrected)
+        if corrected:
+            built = _build(model, opts, exclude, obs)
     mp = None
     if opts.target_error is not None:
         built, exclude, mp = _mixed_precision(model, opts, exclude, obs, feeds, built)

@@ -9,6 +9,7 @@ import pytest
 
 import qrt
 from qrt.quantization import compare_models, quantize_dynamic, quantize_static
+from qrt.quantization.params import pairs_overflow_int16
 from qrt.quantization.qdq import DQ_SUFFIX
 
 from tests.quantization.models import cnn, feeds, mlp
@@ -79,9 +80,15 @@ def test_placement_rules(cnn_model):
     assert res.ranges["r3"].scale == res.ranges["cat"].scale == res.ranges["c4"].scale
     # residual Add: both inputs quantized
     assert "c3" in res.ranges and "p1" in res.ranges
-    # weights int8 per channel (axis 0 for Conv; Gemm transB=1 -> axis 0), bias int32 at sx*sw
+    # weights int8 per channel (axis 0 for Conv; Gemm transB=1 -> axis 0), bias int32 at sx*sw;
+    # a weight whose u8 x s8 pair sums could overflow int16 is stored as uint8 - 128 (same values)
     inits = {t.name: t for t in m.graph.initializer}
-    assert inits["w2_quantized"].data_type == onnx.TensorProto.INT8
+    w2 = onnx.numpy_helper.to_array(inits["w2_quantized"])
+    if pairs_overflow_int16(w2.astype(np.int64) - 128 if w2.dtype == np.uint8 else w2, 0):
+        assert w2.dtype == np.uint8
+        assert np.all(onnx.numpy_helper.to_array(inits["w2_zero_point"]) == 128)
+    else:
+        assert w2.dtype == np.int8
     dq_w2 = prod["w2" + DQ_SUFFIX]
     assert next(a.i for a in dq_w2.attribute if a.name == "axis") == 0
     b2 = onnx.numpy_helper.to_array(inits["b2_quantized"])
