@@ -187,11 +187,12 @@ def cmd_run(args) -> int:
 
 
 # -- qrt inspect -----------------------------------------------------------------------------------
-def inspect_model(model: str) -> dict:
-    """Everything `qrt inspect` shows, as a JSON-ready dict."""
+def inspect_model(model: str, device: str = "cpu") -> dict:
+    """Everything `qrt inspect` shows, as a JSON-ready dict. With device="cuda", each node also
+    says where it runs (`device`, `device_reason`, `device_kernel`) and which copies it needs."""
     from qrt import onnx_import
 
-    sess = _session(model, 1)
+    sess = _session(model, 1, device=device)
     source = onnx_import.load_graph(model)  # the graph as written, before the passes
     vi = dict(source.value_info)
     report = {e["name"]: e for e in sess.lowering_report()}
@@ -218,10 +219,14 @@ def inspect_model(model: str) -> dict:
                        for i in n.inputs],
             "outputs": [tinfo(o) for o in n.outputs if o],
         })
+        for k in ("device", "device_reason", "device_kernel", "transfers"):
+            if e.get(k) is not None:  # folded nodes run nowhere
+                nodes[-1][k] = e[k]
     hist = Counter((f"{n.domain}." if n.domain else "") + n.op_type for n in source.nodes)
     precisions = Counter(n["precision"] for n in nodes)
     return {
         "model": model,
+        "device": device,
         "opsets": {(k or "ai.onnx"): v for k, v in source.opsets.items()},
         "inputs": [{"name": a.name, "dtype": _dtype_name(a.dtype), "shape": _json_shape(a.shape)}
                    for a in sess.get_inputs()],
@@ -259,13 +264,20 @@ def _print_inspect(info: dict) -> None:
     wop = max(len(n["op_type"]) for n in info["nodes"])
     for n in info["nodes"]:
         why = f"  ({n['reason']})" if n.get("reason") else ""
-        print(f"  {n['name']:<{wname}}  {n['op_type']:<{wop}}  {n['precision'] or '?':<6} "
+        where = ""
+        if "device" in n:
+            where = f"[{n['device']}] "
+            if n.get("device_reason"):
+                why += f"  (on {n['device']}: {n['device_reason']})"
+            if n.get("transfers"):
+                why += f"  copies: {len(n['transfers'])}"
+        print(f"  {n['name']:<{wname}}  {n['op_type']:<{wop}}  {where}{n['precision'] or '?':<6} "
               f"{n['kernel'] or '?'}  {io(n['inputs'])} -> {io(n['outputs'])}{why}")
     print("(shapes from ONNX shape inference: ? = unknown; 'w' marks an initializer)")
 
 
 def cmd_inspect(args) -> int:
-    info = inspect_model(args.model)
+    info = inspect_model(args.model, device=args.device)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -491,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="inputs, outputs, ops, shapes and how each node runs")
     p.add_argument("model", metavar="MODEL", help="an .onnx file")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="show the placement of a device='cuda' session (needs numba-cuda and a "
+                        "GPU, or NUMBA_ENABLE_CUDASIM=1)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="accuracy and latency of the shipped digits CNN, FP32 vs INT8")
