@@ -6,10 +6,11 @@ other CPU. Importing this module compiles nothing.
 
 Two implementations of the one instruction, chosen per call by :func:`gemm`:
 - ``hardware``: the ``llvm.x86.avx512.vpdpbusd.512`` intrinsic (a CPU with AVX-512 VNNI);
-- ``emulated`` (``QRT_VNNI_EMULATE=1`` or ``features.emulate_vnni()``): the same operation written in
-  plain LLVM IR (per int32 lane: its four bytes zero-extended (a) and sign-extended (b) by shifts, four i32
-  multiplies, wrapping adds into the accumulator lane), which LLVM lowers on any CPU. Everything else -- packing, the 6x64 register tile and its loop, the k-quad
-  blocking, the s8 shift and exactness corrections, the epilogue -- is the same code for both.
+- ``emulated`` (``QRT_VNNI_EMULATE=1`` or ``features.emulate_vnni()``): the same operation in
+  plain LLVM IR (per int32 lane: its four bytes zero-extended (a) and sign-extended (b) by shifts,
+  four i32 multiplies, wrapping adds into the accumulator lane), which LLVM lowers on any CPU.
+Everything else -- packing, the 6x64 register tile and its loop, the k-quad blocking, the s8 shift
+and exactness corrections, the epilogue -- is the same code for both.
 The emulation lets the kernel *logic* be tested bit-exact on any CPU; it proves nothing about the
 instruction itself (operand order, semantics as the CPU implements them): that needs a VNNI CPU,
 where tests/kernels run the hardware kernel and its instruction-level check too.
@@ -138,7 +139,8 @@ def _check_impl(impl: str | None) -> str:
         missing = features.missing_features("vnni")
         if missing:  # never compile the intrinsic here: LLVM would abort the process
             raise features.KernelPathError(
-                f"the hardware vpdpbusd needs CPU features {', '.join(missing)} that this CPU lacks")
+                f"the hardware vpdpbusd needs CPU features {', '.join(missing)} that this CPU "
+                "lacks")
     return impl
 
 

@@ -46,7 +46,8 @@ def _vectors(rng):
     out = []
     for _ in range(200):
         out.append((rng.integers(-2 ** 31, 2 ** 31, 16).astype(np.int32),
-                    rng.integers(0, 256, 64).astype(np.uint8), rng.integers(-128, 128, 64).astype(np.int8)))
+                    rng.integers(0, 256, 64).astype(np.uint8),
+                    rng.integers(-128, 128, 64).astype(np.int8)))
     i32 = np.iinfo(np.int32)
     for acc, av, bv in [(i32.max, 255, 127), (i32.min, 255, -128), (0, 255, -128), (0, 255, 127),
                         (-1, 0, -128), (i32.max - 100, 1, 1), (i32.min + 3, 128, -1)]:
