@@ -134,9 +134,10 @@ class QuantResult:
     backend: str = ""
     mixed_precision: MixedPrecision | None = None
     model: onnx.ModelProto | None = field(default=None, repr=False)
+    format: str = "qdq"  # "qdq" (static), "integer" or "weight_only" (dynamic)
 
     def summary(self) -> str:
-        lines = [f"{self.mode} quantization -> {self.model_path or '<in memory>'}",
+        lines = [f"{self.mode} quantization ({self.format}) -> {self.model_path or '<in memory>'}",
                  f"  quantized nodes: {len(self.quantized_nodes)}; activations with Q/DQ: "
                  f"{len(self.ranges)}; weights: {len(self.weights)}"]
         if self.calibration_batches:
@@ -153,7 +154,7 @@ class QuantResult:
 
     def to_dict(self) -> dict:
         return {
-            "model_path": self.model_path, "mode": self.mode,
+            "model_path": self.model_path, "mode": self.mode, "format": self.format,
             "ranges": {k: vars(v) for k, v in self.ranges.items()},
             "weights": self.weights, "quantized_nodes": self.quantized_nodes,
             "excluded": self.excluded, "preprocessing": self.preprocessing,
@@ -496,19 +497,57 @@ def _finish(m, model_out, opts, mode, ranges, wfacts, p, exclude, facts, nb, bac
                        backend, mp, m)
 
 
+DYNAMIC_FORMATS = ("integer", "weight_only")
+
+
 def quantize_dynamic(model_in, model_out, *, per_channel=True, weight_type="int8",
                      symmetric_weights=True, block_size=None, exclude_nodes=(),
-                     exclude_op_types=()) -> QuantResult:
-    """Weight-only quantization: Conv/MatMul/Gemm weights become int8 (or int4) initializers +
-    DequantizeLinear; activations stay float and are quantized per call by the engine
-    (`qrt.InferenceSession(..., dynamic_quantization=True)`); the model's metadata says so. No
-    calibration data needed; onnxruntime runs the model as written."""
+                     exclude_op_types=(), format=None, saturation_safe=True) -> QuantResult:
+    """Dynamic quantization, no calibration data. Two formats:
+
+    - "integer" (the default for 8-bit weights): what onnxruntime's quantize_dynamic writes,
+      standard ONNX that runtimes run as integer math. Each Conv/MatMul/Gemm with a constant weight
+      becomes DynamicQuantizeLinear on its input (u8, range of each call's data) + ConvInteger /
+      MatMulInteger with int8 per-channel weights + Cast + Mul by x_scale * w_scale (+ bias Add);
+      see qrt/quantization/dynamic.py. qrt fuses the pattern into integer kernels.
+    - "weight_only" (the default for int4 weights or `block_size`, which the integer ops cannot
+      hold): weights become int8/int4 initializers + DequantizeLinear and activations stay float;
+      the metadata asks qrt's session to quantize activations per call
+      (`qrt.InferenceSession(..., dynamic_quantization=True)`); other runtimes run it in float.
+    """
+    if format is None:
+        format = "weight_only" if block_size or weight_type in ("int4", "uint4") else "integer"
+    if format not in DYNAMIC_FORMATS:
+        raise ValueError(f"format must be one of {DYNAMIC_FORMATS}, got {format!r}")
     opts = QuantOptions("minmax", per_channel, "uint8", weight_type, False, symmetric_weights,
-                        block_size, tuple(exclude_nodes), tuple(exclude_op_types))
+                        block_size, tuple(exclude_nodes), tuple(exclude_op_types),
+                        saturation_safe=saturation_safe)
+    if format == "integer":
+        if block_size:
+            raise ValueError("block_size needs format='weight_only' (MatMulInteger/ConvInteger "
+                             "have no blocked weights)")
+        from qrt.quantization.dynamic import write_integer
+        model, facts = preprocess(model_in, 13)
+        exclude = _exclusions(model, opts)
+        meta = json.loads(_metadata(opts, "dynamic")["qrt.quantization"])
+        # "dynamic_integer", not "dynamic": qrt's session switches on its own per-call activation
+        # quantization only for the weight-only format (excluded nodes here must stay float).
+        meta.update(mode="dynamic_integer", format="integer")
+        m, quantized, wfacts, skipped = write_integer(
+            model, exclude, per_channel=per_channel, weight_type=weight_type,
+            symmetric_weights=symmetric_weights, saturation_safe=saturation_safe,
+            metadata={"qrt.quantization": json.dumps(meta)})
+        p = qdq.Placement(quantized_nodes=quantized)
+        res = _finish(m, model_out, opts, "dynamic", {}, wfacts, p, dict(exclude, **skipped),
+                      facts, 0, "", None)
+        res.format = "integer"
+        return res
     model, facts = preprocess(model_in, opts.opset if per_channel or block_size else 10)
     exclude = _exclusions(model, opts)
     m, p, ranges, wfacts = _build(model, opts, exclude, {}, mode="dynamic")
-    return _finish(m, model_out, opts, "dynamic", ranges, wfacts, p, exclude, facts, 0, "", None)
+    res = _finish(m, model_out, opts, "dynamic", ranges, wfacts, p, exclude, facts, 0, "", None)
+    res.format = "weight_only"
+    return res
 
 
 __all__ = ["quantize_static", "quantize_dynamic", "QuantOptions", "QuantResult", "Target",
