@@ -91,11 +91,12 @@ def _ep_args(ep: Epilogue | None, n: int):
     if ep is None:
         return (common.MODE_I32, np.zeros(n, np.int32), np.ones(n, np.float32), np.float32(0),
                 np.float32(-np.inf), np.float32(np.inf))
+    # Own, writable copies: broadcast views are read-only, and Numba compiles a separate
+    # specialisation of every kernel for read-only arrays.
     bias = np.zeros(n, np.int32) if ep.bias is None else \
-        np.ascontiguousarray(np.broadcast_to(np.asarray(ep.bias).reshape(-1), (n,)), np.int32)
+        np.array(np.broadcast_to(np.asarray(ep.bias).reshape(-1), (n,)), np.int32)
     if np.dtype(ep.out_dtype) == np.float32:
-        mult = np.ascontiguousarray(np.broadcast_to(
-            np.asarray(ep.scale, np.float32).reshape(-1), (n,)))
+        mult = np.array(np.broadcast_to(np.asarray(ep.scale, np.float32).reshape(-1), (n,)))
         lof = np.float32(-np.inf if ep.lo_f is None else ep.lo_f)
         hif = np.float32(np.inf if ep.hi_f is None else ep.hi_f)
         return common.MODE_F32, bias, mult, np.float32(0), lof, hif
@@ -104,8 +105,7 @@ def _ep_args(ep: Epilogue | None, n: int):
         raise TypeError(f"fast epilogue stores uint8/int8/float32, not {ep.out_dtype}")
     lo = qlo if ep.lo is None else max(ep.lo, qlo)
     hi = qhi if ep.hi is None else min(ep.hi, qhi)
-    mult = np.ascontiguousarray(np.broadcast_to(
-        np.asarray(ep.multiplier, np.float32).reshape(-1), (n,)))
+    mult = np.array(np.broadcast_to(np.asarray(ep.multiplier, np.float32).reshape(-1), (n,)))
     return (common.MODE_Q, bias, mult, np.float32(ep.out_zero_point), np.float32(lo),
             np.float32(hi))
 
@@ -361,25 +361,96 @@ def depthwise_conv(x: np.ndarray, x_zero_point: int, pcw: PackedConvWeight,
                    ep: Epilogue | None = None, strides=None, pads=None, dilations=None,
                    threads: int = 1) -> np.ndarray:
     """Depthwise integer conv (group == C == M), any kernel/stride/pad/dilation (1-D or 2-D),
-    same epilogue; bit-exact with ref.depthwise_conv_ref."""
-    kernel = pcw.kernel_shape
-    strides, pads, dilations, out_sp = _geometry(x.shape[2:], kernel, strides, pads, dilations)
-    if pcw.kernel == "ref" or len(kernel) not in (1, 2) or (
-            ep is not None and np.dtype(ep.out_dtype) not in (np.uint8, np.int8, np.float32)):
-        return ref.depthwise_conv_ref(x, x_zero_point, pcw.w, pcw.zero_point, ep, strides, pads,
-                                      dilations)
-    from qrt.kernels.cpu import common
-    n, c = x.shape[:2]
-    k2, s2, p2, d2, sp2 = _as_2d(kernel, strides, pads, dilations, x.shape[2:])
-    o2 = _geometry(sp2, k2, s2, p2, d2)[3]
-    x4 = np.ascontiguousarray(x).reshape((n, c) + sp2).view(np.uint8)
-    mode, bias, mult, zpf, lof, hif = _ep_args(ep, c)
-    out, oq, of, oi = _alloc_out(ep, (n, c, o2[0] * o2[1]))
-    za = int(np.asarray(x_zero_point).reshape(()))
-    with threading_ctl.num_threads(threads):
-        common.depthwise(x4, x.dtype == np.int8, np.int64(za), pcw.dw, np.int64(k2[0]),
-                         np.int64(k2[1]), np.int64(s2[0]), np.int64(s2[1]), np.int64(p2[0]),
-                         np.int64(p2[1]), np.int64(p2[2]), np.int64(p2[3]), np.int64(d2[0]),
-                         np.int64(d2[1]), np.int64(o2[0]), np.int64(o2[1]), np.int64(mode), bias,
-                         mult, zpf, lof, hif, oq, of, oi)
-    return out.reshape((n, c) + out_sp)
+    same epilogue; bit-exact with ref.depthwise_conv_ref. Kernels: kernels/cpu/depthwise.py.
+
+    A MobileNet-sized call runs for microseconds, so Python work per call matters: what does not
+    change between calls is prepared once and kept on `pcw` (per input shape, dtype, zero point,
+    strides, pads, dilations and mode: the geometry and the kernel; per `ep`: the epilogue arrays).
+    The epilogue entry is reused only while every field of `ep` is the very object it was built
+    from (identity: an edited or rebuilt Epilogue is never served stale; arrays inside it are taken
+    as immutable, like packed weights)."""
+    d = pcw.__dict__
+    za = x_zero_point if type(x_zero_point) is int else int(np.asarray(x_zero_point).reshape(()))
+    hit = d.get("_dw_ep")
+    f = None if hit is None else hit[0]
+    if hit is not None and (f is None if ep is None else (
+            f is not None and f[0] is ep.out_dtype and f[1] is ep.bias and f[2] is ep.multiplier
+            and f[3] is ep.out_zero_point and f[4] is ep.lo and f[5] is ep.hi and f[6] is ep.scale
+            and f[7] is ep.lo_f and f[8] is ep.hi_f)):
+        e = hit[1]
+    else:  # (mode, bias, mult, epf, out dtype); mode -1: an output the kernels do not store
+        fields = None if ep is None else (ep.out_dtype, ep.bias, ep.multiplier, ep.out_zero_point,
+                                          ep.lo, ep.hi, ep.scale, ep.lo_f, ep.hi_f)
+        c = pcw.w.shape[0]
+        if ep is not None and np.dtype(ep.out_dtype) not in (np.uint8, np.int8, np.float32):
+            e = (-1, None, None, None, None)
+        else:
+            from qrt.kernels.cpu import depthwise as dwk
+            mode, bias, mult, zpf, lof, hif = _ep_args(ep, c)
+            safe = pcw.dw is not None and dwk.bias_is_safe(bias, pcw.dw.shape[1])
+            # writable copies: a read-only array (broadcast_to) is another Numba type, so
+            # another compilation of every kernel
+            e = (mode, bias.copy(), mult.copy(), np.array([zpf, lof, hif, safe], np.float32),
+                 np.int32 if ep is None else np.dtype(ep.out_dtype).type)
+        d["_dw_ep"] = (fields, e)  # one entry: per-call epilogues (dynamic quantization)
+    mode = e[0]
+    key = (x.shape, x.dtype.char, za, mode,
+           None if strides is None else tuple(strides), None if pads is None else tuple(pads),
+           None if dilations is None else tuple(dilations))
+    cache = d.get("_dw_geo")
+    if cache is None:
+        cache = d["_dw_geo"] = {}
+    g = cache.get(key)
+    if g is None:
+        if len(cache) >= 64:  # a dynamic-shape model or changing zero points: stay bounded
+            cache.clear()
+        kernel = pcw.kernel_shape
+        g = False  # the reference twin
+        if pcw.kernel != "ref" and pcw.dw is not None and len(kernel) in (1, 2) and \
+                x.dtype in (np.uint8, np.int8) and mode >= 0 and \
+                pcw.dw.shape[1] <= ref.max_exact_k():
+            from qrt.kernels.cpu import depthwise as dwk
+            n, c = x.shape[:2]
+            st, pd, dl, out_sp = _geometry(x.shape[2:], kernel, strides, pads, dilations)
+            k2, s2, p2, d2, sp2 = _as_2d(kernel, st, pd, dl, x.shape[2:])
+            o2 = _geometry(sp2, k2, s2, p2, d2)[3]
+            geo = dwk.make_geo(k2[0], k2[1], s2[0], s2[1], p2[0], p2[1], p2[3], d2[0], d2[1],
+                               o2[0], o2[1], sp2[1], mode, x.dtype == np.int8, za)
+            if pcw.kernel in ("avx2", "vnni") and not _cpu.missing_features("avx2"):
+                wk = d.get("_dw_wpair")
+                if wk is None:
+                    wk = d["_dw_wpair"] = dwk.pair_weights(pcw.dw, k2[0], k2[1])
+                fns = dwk.depthwise_avx2, dwk.depthwise_avx2_parallel
+            else:
+                wk, fns = pcw.dw, (dwk.depthwise, dwk.depthwise_parallel)
+            par_ok = n * c >= 2 and n * c * o2[0] * o2[1] * k2[0] * k2[1] >= dwk.PAR_MIN_MACS
+            g = (fns[0], fns[1] if par_ok else None, wk, geo,
+                 None if len(kernel) == 2 else (n, c) + sp2, (n, c) + o2,
+                 None if len(kernel) == 2 else (n, c) + out_sp,
+                 np.zeros((1, 1, 1, 1), np.uint8), np.zeros((1, 1, 1, 1), np.float32),
+                 np.zeros((1, 1, 1, 1), np.int32))  # the unused outputs (one kernel signature)
+        cache[key] = g
+    if g is False:
+        st, pd, dl = _geometry(x.shape[2:], pcw.kernel_shape, strides, pads, dilations)[:3]
+        return ref.depthwise_conv_ref(x, x_zero_point, pcw.w, pcw.zero_point, ep, st, pd, dl)
+    fn, fn_par, wk, geo, shape4, shape_k, shape_out, oq, of, oi = g
+    _, bias, mult, epf, out_dt = e
+    out = np.empty(shape_k, out_dt)
+    if mode == 1:
+        oq = out if out_dt is np.uint8 else out.view(np.uint8)
+    elif mode == 2:
+        of = out
+    else:
+        oi = out
+    x4 = np.ascontiguousarray(x)
+    if shape4 is not None:
+        x4 = x4.reshape(shape4)
+    if key[1] != "B":
+        x4 = x4.view(np.uint8)
+    nc = shape_k[0] * shape_k[1]
+    if threads > 1 and fn_par is not None:
+        with threading_ctl.num_threads(threads):
+            fn_par(x4, wk, geo, bias, mult, epf, oq, of, oi, min(nc, threads))
+    else:
+        fn(x4, wk, geo, bias, mult, epf, oq, of, oi, 0, nc)
+    return out if shape_out is None else out.reshape(shape_out)
