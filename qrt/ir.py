@@ -28,7 +28,7 @@ class TensorInfo:
     kind: str = "tensor"  # "tensor", "sequence" (list of arrays) or "optional" (array or None)
 
 
-@dataclass
+@dataclass(eq=False)  # a node is itself: identity equality keeps `in`/`index` on node lists O(1)
 class Node:
     op_type: str
     inputs: list[str]  # "" marks an omitted optional input

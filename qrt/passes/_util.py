@@ -116,8 +116,9 @@ def remove_dead(graph: ir.Graph) -> bool:
         keep = [n for n in graph.nodes if any(o and o in used for o in n.outputs)]
         if len(keep) == len(graph.nodes):
             break
+        kept = {id(n) for n in keep}
         for n in graph.nodes:
-            if n not in keep:
+            if id(n) not in kept:
                 for src in n.meta.get("covers", [n.name]):
                     folded(graph).setdefault(src, {
                         "precision": "int8" if n.op_type in QDQ_OPS else "float",
@@ -129,6 +130,27 @@ def remove_dead(graph: ir.Graph) -> bool:
         del graph.initializers[name]
         changed = True
     return changed
+
+
+def update_maps(prods: dict, cons: dict, old: list, new: ir.Node) -> None:
+    """Keep producer/consumer maps of a graph right after `old` nodes were replaced by `new`
+    (cheaper than rescanning the graph after every rewrite)."""
+    gone = {id(n) for n in old}
+    for n in old:
+        for o in n.outputs:
+            if o and prods.get(o) is n:
+                del prods[o]
+        for i in n.inputs:
+            if i and i in cons:
+                cons[i] = [c for c in cons[i] if id(c) not in gone]
+    for o in new.outputs:
+        if o:
+            prods[o] = new
+    for i in new.inputs:
+        if i:
+            lst = cons.setdefault(i, [])
+            if all(c is not new for c in lst):
+                lst.append(new)
 
 
 def covers(*nodes: ir.Node) -> list[str]:

@@ -152,18 +152,27 @@ def _try_global_avg(graph, node, prods, cons):
 
 
 def _replace(graph, old, new):
-    idx = graph.nodes.index(old[0])
-    for n in old:
-        graph.nodes.remove(n)
-    graph.nodes.insert(idx, new)
+    """`new` takes the place of old[0]; the rest of `old` leaves (by identity: Node's dataclass
+    equality would compare every field)."""
+    first, ids = id(old[0]), {id(n) for n in old}
+    out = []
+    for n in graph.nodes:
+        if id(n) == first:
+            out.append(new)
+        elif id(n) not in ids:
+            out.append(n)
+    graph.nodes = out
 
 
 def run(graph: ir.Graph, opts=None) -> bool:
     changed = False
+    gone: set[int] = set()
+    prods = cons = None  # built once, then kept up to date (a scan per node made big graphs O(n^2))
     for node in list(graph.nodes):
-        if node not in graph.nodes or node.domain:
+        if id(node) in gone or node.domain:
             continue
-        prods, cons = graph.producers(), graph.consumers()
+        if prods is None:
+            prods, cons = graph.producers(), graph.consumers()
         r = _try_binary(graph, node, prods, cons) or _try_global_avg(graph, node, prods, cons)
         if r is None and (node.op_type in UNARY or node.op_type in BINARY):
             for i in node.inputs:
@@ -174,6 +183,8 @@ def run(graph: ir.Graph, opts=None) -> bool:
                         break
         if r is not None:
             _replace(graph, r[1], r[0])
+            gone.update(id(n) for n in r[1])
+            U.update_maps(prods, cons, r[1], r[0])
             changed = True
     if changed:
         U.toposort(graph)

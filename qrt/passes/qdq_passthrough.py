@@ -96,11 +96,17 @@ def run(graph: ir.Graph, opts=None) -> bool:
     progress = True
     while progress:
         progress = False
+        prods = cons = None  # recomputed only after a rewrite
+        live = {id(n) for n in graph.nodes}
         for node in list(graph.nodes):
-            if node.domain or node.op_type not in MOVE_OPS or node not in graph.nodes:
+            if node.domain or node.op_type not in MOVE_OPS or id(node) not in live:
                 continue
-            if _passthrough(graph, node, graph.producers(), graph.consumers()):
+            if prods is None:
+                prods, cons = graph.producers(), graph.consumers()
+            if _passthrough(graph, node, prods, cons):
                 progress = changed = True
+                prods = cons = None
+                live = {id(n) for n in graph.nodes}
         if _identity_pairs(graph):
             progress = changed = True
     if changed:
