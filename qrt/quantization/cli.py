@@ -13,7 +13,7 @@ def register(subparsers) -> None:
     q = subparsers.add_parser(
         "quantize", help="quantize an FP32 ONNX model to INT8 (QDQ ONNX, runs in onnxruntime too)",
         description="Static quantization calibrates activation ranges on --data (an .npz with one "
-                    "array per model input, samples on axis 0); --dynamic quantizes weights only.")
+                    "array per model input, samples on axis 0); --dynamic needs no data.")
     q.add_argument("fp32", help="input FP32 .onnx")
     q.add_argument("int8", help="output INT8 .onnx")
     q.add_argument("--data", help=".npz calibration data (default: random inputs, with a warning)")
@@ -30,7 +30,17 @@ def register(subparsers) -> None:
                    help="blocked weight quantization along the input channels (opset 21)")
     q.add_argument("--percentile", type=float, default=99.99)
     q.add_argument("--dynamic", action="store_true",
-                   help="weights only, activations quantized per call by the engine")
+                   help="no calibration: activations quantized per call (DynamicQuantizeLinear + "
+                        "ConvInteger/MatMulInteger, as onnxruntime's quantize_dynamic writes)")
+    q.add_argument("--dynamic-format", choices=["integer", "weight_only"], default=None,
+                   help="--dynamic: integer ops (default for 8-bit weights) or int8/int4 weights + "
+                        "DequantizeLinear with float activations (default for int4 / --block-size)")
+    q.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="static: skip the empirical bias correction")
+    q.add_argument("--no-saturation-safe", dest="saturation_safe", action="store_false",
+                   help="keep int8 weights int8 even where u8 x s8 pair sums could overflow int16 "
+                        "(faster u8 x s8 kernels in onnxruntime on VNNI CPUs; they saturate on "
+                        "CPUs without VNNI)")
     q.add_argument("--exclude", action="append", default=[], metavar="NODE",
                    help="keep this node float (repeatable)")
     q.add_argument("--exclude-op-type", action="append", default=[], metavar="OP",
@@ -63,7 +73,9 @@ def run_quantize(args) -> int:
         if args.dynamic:
             res = quantize_dynamic(args.fp32, args.int8, per_channel=args.per_channel,
                                    weight_type=args.weight_type, block_size=args.block_size,
-                                   exclude_nodes=args.exclude, exclude_op_types=args.exclude_op_type)
+                                   exclude_nodes=args.exclude, exclude_op_types=args.exclude_op_type,
+                                   format=args.dynamic_format,
+                                   saturation_safe=args.saturation_safe)
         else:
             model = load(args.fp32)
             if args.data:
@@ -78,7 +90,8 @@ def run_quantize(args) -> int:
                 symmetric_activations=args.symmetric_activations, block_size=args.block_size,
                 exclude_nodes=args.exclude, exclude_op_types=args.exclude_op_type,
                 target_error=args.target_sqnr, percentile=args.percentile,
-                progress=args.progress)
+                progress=args.progress, bias_correction=args.bias_correction,
+                saturation_safe=args.saturation_safe)
     except (ValueError, TypeError, OSError) as e:
         print(f"qrt quantize: error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,13 @@ Two errors per layer:
 - cumulative: the INT8 model as it runs, errors of every earlier layer included;
 - local: the layer alone, fed the FP32 model's own inputs through its Q/DQ (a copy of each quantized
   node is grafted onto the FP32 graph), so a bad layer stands out even when later layers inherit
-  its error. Layers are ranked by local SQNR.
+  its error. Layers are ranked by local SQNR. When the quantized graph writes a tensor with another
+  op than the FP32 graph (onnxruntime's quantizer drops the Relu/Clip after a Conv/Add and lets the
+  output QuantizeLinear clip; pre-processing fuses MatMul + Add into Gemm), comparing the node's raw
+  output would compare different things (a pre-ReLU value with a post-ReLU one); the graft then
+  includes the node's output Q/DQ, where both graphs hold the same values, and the row says so
+  (`local_note`, marked * in the text and HTML reports). A node whose tensor cannot be matched that
+  way gets no local number rather than a wrong one.
 
 Saturation: the number of values the Q node clipped at qmin/qmax.
 Both models run in qrt (observer hooks); onnxruntime is used only when qrt cannot load a model.
@@ -30,6 +36,10 @@ from qrt.quantization.preprocess import load, opset, upgrade_opset
 from qrt.quantization.qdq import COMPUTE, FUSABLE_ACT
 
 LOCAL = "__local__/"
+LOCAL_NOTE = ("local SQNR measured after the layer's output Q/DQ: the quantized graph writes this "
+              "tensor with another op than the FP32 graph (an activation such as Relu/Clip dropped "
+              "into the QuantizeLinear's range, a bias or MatMul fused into Gemm), so the layer is "
+              "compared where both graphs hold the same values")
 
 
 @dataclass
@@ -42,6 +52,7 @@ class LayerError:
     max_abs_error: float | None = None
     local_sqnr_db: float | None = None
     local_cosine: float | None = None
+    local_note: str = ""  # how the local number was measured, when it differs from the usual
     saturated: int = 0
     count: int = 0
     worst: bool = False
@@ -82,10 +93,13 @@ class CompareReport:
         rows = [f"{'layer':32s} {'op':10s} {'SQNR dB':>8s} {'local dB':>8s} {'cosine':>8s} "
                 f"{'max|err|':>9s} {'sat %':>6s}"]
         for r in self.layers + self.outputs:
+            local = _f(r.local_sqnr_db) + ("*" if r.local_note else "")
             rows.append(f"{(r.layer + ('  <-- worst' if r.worst else ''))[:32]:32s} "
-                        f"{r.op_type[:10]:10s} {_f(r.sqnr_db):>8s} {_f(r.local_sqnr_db):>8s} "
+                        f"{r.op_type[:10]:10s} {_f(r.sqnr_db):>8s} {local:>8s} "
                         f"{_f(r.cosine, 5):>8s} {_f(r.max_abs_error, 4):>9s} "
                         f"{100 * r.saturation_rate:6.2f}")
+        if any(r.local_note for r in self.layers):
+            rows.append(f"* {LOCAL_NOTE}")
         return "\n".join(rows)
 
     def to_html(self, path=None) -> str:
@@ -165,10 +179,14 @@ def _layer_of(fp32: onnx.ModelProto, t: str):
     for n in fp32.graph.node:
         for i in n.input:
             cons.setdefault(i, []).append(n)
-    inits = {i.name for i in fp32.graph.initializer}
+    inits = {i.name for i in fp32.graph.initializer} | \
+        {c.output[0] for c in fp32.graph.node if c.op_type == "Constant" and c.output}
     n = prod.get(t)
     if n is None:
         return f"input:{t}", "Input"
+    if n is not None and n.op_type == "BatchNormalization" and n.input[0] in prod \
+            and prod[n.input[0]].op_type == "Conv" and len(cons.get(n.input[0], [])) == 1:
+        n = prod[n.input[0]]  # folded into the Conv by the quantizer
     for _ in range(3):  # walk back over Relu/Clip and a bias Add to the group's head
         if n.op_type in FUSABLE_ACT or (n.op_type == "Add" and any(i in inits for i in n.input)):
             src = next(i for i in n.input if i not in inits)
@@ -195,6 +213,13 @@ def _local_model(fp32: onnx.ModelProto, q: onnx.ModelProto):
         {o for n in g.node for o in n.output}
     q_inits = {t.name: t for t in q.graph.initializer}
     q_prod = {o: n for n in q.graph.node for o in n.output}
+    q_cons: dict = {}
+    for n in q.graph.node:
+        for i in n.input:
+            q_cons.setdefault(i, []).append(n)
+    f_prod = {o: n for n in fp32.graph.node for o in n.output}
+    f_inits = {t.name for t in fp32.graph.initializer} | \
+        {n.output[0] for n in fp32.graph.node if n.op_type == "Constant" and n.output}
     copied: set = set()
     made: dict = {}
     layers = {}
@@ -257,14 +282,72 @@ def _local_model(fp32: onnx.ModelProto, q: onnx.ModelProto):
         ins = [dq_input(i) if i else "" for i in n.input]
         if any(x is None for x in ins):
             continue
+        out = n.output[0]
+        note = ""
+        if not _same_math(f_prod.get(out), n, f_inits, f_prod):
+            # The FP32 tensor comes out of an op the quantizer dropped (onnxruntime removes a
+            # Relu/Clip after Conv/Add and lets the output QuantizeLinear's range clip instead):
+            # the layer as quantized then ends at that Q/DQ, so the graft includes it.
+            qdq = _output_qdq(n, q_cons)
+            if qdq is None:
+                continue  # nothing in the quantized graph computes the FP32 tensor
+            note = (f"FP32 {f_prod[out].op_type if out in f_prod else '?'} vs quantized "
+                    f"{n.op_type}: measured after the output Q/DQ")
         node = onnx.NodeProto()
         node.CopyFrom(n)
         node.input[:] = ins
         node.output[:] = [LOCAL + o if o else "" for o in n.output]
-        node.name = LOCAL + (n.name or n.output[0])
+        node.name = LOCAL + (n.name or out)
         g.node.append(node)
-        layers[n.name or n.output[0]] = (LOCAL + n.output[0], n.output[0])
+        local_out = LOCAL + out
+        if note:
+            qn, dn = qdq
+            qc, dc = onnx.NodeProto(), onnx.NodeProto()
+            qc.CopyFrom(qn)
+            qc.input[:] = [local_out] + [init(x) for x in qn.input[1:]]
+            qc.output[:] = [LOCAL + "out/" + qn.output[0]]
+            qc.name = LOCAL + "out/" + qn.name
+            dc.CopyFrom(dn)
+            dc.input[:] = [qc.output[0]] + [init(x) for x in dn.input[1:]]
+            dc.output[:] = [LOCAL + "out/" + dn.output[0]]
+            dc.name = LOCAL + "out/" + dn.name
+            g.node.extend([qc, dc])
+            local_out = dc.output[0]
+        layers[n.name or out] = (local_out, out, note)
     return m, layers
+
+
+# ops a quantizer folds into the previous layer without changing what the layer computes
+_FOLDED = ("BatchNormalization", "Add", "Mul", "Sub", "Div")
+
+
+def _same_math(fp_node, q_node, f_inits, f_prod) -> bool:
+    """Does the FP32 tensor that `q_node` writes hold what `q_node` computes? True when the FP32
+    producer is the same op, possibly behind ops folded into it (BatchNormalization, constant bias
+    Add/Mul); False when it is an activation the quantizer dropped (Relu, Clip, ...)."""
+    n = fp_node
+    for _ in range(4):
+        if n is None:
+            return False
+        if n.op_type == q_node.op_type:
+            return True
+        if n.op_type not in _FOLDED:
+            return False
+        if n.op_type != "BatchNormalization" and not any(i in f_inits for i in n.input):
+            return False
+        src = next((i for i in n.input if i and i not in f_inits), None)
+        n = f_prod.get(src)
+    return False
+
+
+def _output_qdq(n, q_cons):
+    """(QuantizeLinear, DequantizeLinear) reading `n`'s first output, or None."""
+    for c in q_cons.get(n.output[0], []):
+        if c.op_type == "QuantizeLinear":
+            for d in q_cons.get(c.output[0], []):
+                if d.op_type == "DequantizeLinear":
+                    return c, d
+    return None
 
 
 def _feeds_for(data, fp32: onnx.ModelProto, batches: int = 8):
@@ -294,7 +377,7 @@ def compare_models(fp32, int8, data=None, *, backend: str = "auto") -> CompareRe
     f_ex = Executor(local_model, backend)
     q_ex = Executor(q_model, backend)
     f_want = {p[0] for p in pairs} | set(outputs) | \
-        {v for pair in local_layers.values() for v in pair}
+        {v for entry in local_layers.values() for v in entry[:2]}
     q_want = {p[0] for p in pairs} | {p[1] for p in pairs}
 
     rows: dict[str, LayerError] = {}
@@ -328,7 +411,7 @@ def compare_models(fp32, int8, data=None, *, backend: str = "auto") -> CompareRe
                 low = (raw < lo) if np.all(zp.astype(np.int64) > lo) else False
                 rows[t].saturated += int(np.count_nonzero(low | (raw > hi)))
                 rows[t].count += int(raw.size)
-        for name, (lo_name, ref_name) in local_layers.items():
+        for name, (lo_name, ref_name, _) in local_layers.items():
             if lo_name in fv and ref_name in fv:
                 local_accs[name].add(fv[ref_name], fv[lo_name])
         q_map = dict(zip(q_ex.output_names, q_out))
@@ -339,21 +422,28 @@ def compare_models(fp32, int8, data=None, *, backend: str = "auto") -> CompareRe
     if n == 0:
         raise ValueError("no data to compare on")
 
+    local_by_tensor = {entry[1]: name for name, entry in local_layers.items()}
+    used: set = set()
     for t, r in rows.items():
         acc = accs[t]
         r.sqnr_db, r.cosine = acc.sqnr(), acc.cosine()
         r.max_abs_error = acc.maxabs if acc.n else None
-        la = local_accs.get(r.layer)
+        # the quantized node that writes this very tensor, else the layer's head by name
+        name = local_by_tensor.get(r.tensor, r.layer)
+        la = local_accs.get(name)
         if la is not None and la.n:
             r.local_sqnr_db, r.local_cosine = la.sqnr(), la.cosine()
+            r.local_note = local_layers[name][2]
+            used.add(name)
     # Layers quantized without a quantized output (e.g. the last Gemm): a row of their own.
-    covered = {r.layer for r in rows.values()}
+    covered = {r.layer for r in rows.values()} | used
     f_prod = {n.name: n for n in f_model.graph.node}
     extra = []
     for name, la in local_accs.items():
         if name not in covered and la.n and name in f_prod:
             r = LayerError(name, f_prod[name].op_type, local_layers[name][1])
             r.local_sqnr_db, r.local_cosine = la.sqnr(), la.cosine()
+            r.local_note = local_layers[name][2]
             out_name = local_layers[name][1]
             if out_name in out_accs:
                 r.sqnr_db, r.cosine = out_accs[out_name].sqnr(), out_accs[out_name].cosine()
@@ -406,14 +496,18 @@ def _html(rep: CompareReport) -> str:
     trs = []
     for r in rows:
         cls = ' class="worst"' if id(r) in worst else ""
+        tip = f' title="{html.escape(r.local_note)}"' if r.local_note else ""
+        star = "*" if r.local_note else ""
         trs.append(f"<tr{cls}><td>{html.escape(r.layer)}</td><td>{html.escape(r.op_type)}</td>"
                    f"<td>{html.escape(r.tensor)}</td><td>{_f(r.sqnr_db)}</td>"
-                   f"<td>{_f(r.local_sqnr_db)}</td><td>{_f(r.cosine, 5)}</td>"
+                   f"<td{tip}>{_f(r.local_sqnr_db)}{star}</td>"
+                   f"<td>{_f(r.cosine, 5)}</td>"
                    f"<td>{_f(r.max_abs_error, 4)}</td><td>{r.saturated}</td>"
                    f"<td>{100 * r.saturation_rate:.3f}</td></tr>")
     w = rep.worst(1)
     headline = (f"Worst layer: <b>{html.escape(w[0].layer)}</b> (local SQNR "
                 f"{_f(w[0].local_sqnr_db)} dB, cumulative {_f(w[0].sqnr_db)} dB)" if w else "")
+    note = (f" *: {html.escape(LOCAL_NOTE)}." if any(r.local_note for r in rep.layers) else "")
     outs = "; ".join(f"{html.escape(r.tensor)}: SQNR {_f(r.sqnr_db)} dB, cosine {_f(r.cosine, 5)}"
                      for r in rep.outputs)
     return f"""<!DOCTYPE html>
@@ -432,7 +526,7 @@ run on {html.escape(rep.backend)}.</p>
 <p>{headline}</p><p>Outputs: {outs}</p>
 <p class="legend"><span style="background:#4a7fb5"></span>SQNR as the INT8 model runs (errors of
 earlier layers included) <span style="background:#9bc1e6"></span>local SQNR (the layer alone, FP32
-inputs). Higher is better; red rows are the worst layers.</p>
+inputs). Higher is better; red rows are the worst layers.{note}</p>
 {''.join(svg)}
 <h2>Details</h2>
 <table><tr><th>layer</th><th>op</th><th>tensor</th><th>SQNR dB</th><th>local SQNR dB</th>

@@ -128,6 +128,25 @@ class _quiet_root_logger:
         self.logger.setLevel(self.level)
 
 
+_ORT_CACHE: dict = {}
+
+
+def ort_quantized(name: str, method: str = "minmax", preprocess: bool = True,
+                  n_calib: int = 4) -> str:
+    """Path of model `name` quantized by onnxruntime on the calibration pages, made once per
+    process (a temporary folder removed at exit): the tests share it."""
+    key = (name, method, preprocess, n_calib, CALIB_SEED)
+    if key not in _ORT_CACHE or not os.path.exists(_ORT_CACHE[key]):
+        import atexit
+        import shutil
+        tmp = tempfile.mkdtemp(prefix="qrt-ortq-")
+        atexit.register(shutil.rmtree, tmp, True)
+        dst = os.path.join(tmp, f"{name}_{method}_{'pre' if preprocess else 'plain'}.onnx")
+        _ORT_CACHE[key] = ort_quantize(real_model_path(name), dst,
+                                       pages(name, n_calib, CALIB_SEED), method, preprocess)
+    return _ORT_CACHE[key]
+
+
 def compare_real(name: str, *, n_calib: int = 4, n_test: int = 8,
                  qrt_methods=("minmax",), ort_methods=("minmax",), ort_preprocess=(False, True),
                  runtimes=RUNTIMES, qrt_options: dict | None = None, keep_dir: str | None = None,
@@ -155,8 +174,11 @@ def compare_real(name: str, *, n_calib: int = 4, n_test: int = 8,
         for pre in ort_preprocess:
             tool = "onnxruntime+pre" if pre else "onnxruntime"
             for method in ort_methods:
-                dst = os.path.join(out_dir, f"{name}_{tool.replace('+', '_')}_{method}.onnx")
-                ort_quantize(src, dst, calib, method, pre)
+                if keep_dir:
+                    dst = os.path.join(out_dir, f"{name}_{tool.replace('+', '_')}_{method}.onnx")
+                    ort_quantize(src, dst, calib, method, pre)
+                else:
+                    dst = ort_quantized(name, method, pre, n_calib)
                 rows.append({"tool": tool, "method": method,
                              **{rt: metrics(ref, run_model(dst, test, rt)) for rt in runtimes}})
                 say(rows[-1])
