@@ -130,7 +130,6 @@ def _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif
                out_i):
     """One task of `gemm`: the row block x panel block `t`, accumulated then stored via the epilogue."""
     np_, kp2, _ = b.shape
-    ldc = npb * NR * 4
     atile = kp2 * MR * 4  # bytes per packed A row tile
     ib = t // nnb
     jb = t - ib * nnb
@@ -138,7 +137,10 @@ def _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif
     rows = min(mb, m - r0)
     p0 = jb * npb
     pn = min(npb, np_ - p0)
-    tile = np.zeros((mb, npb * NR), np.int32)
+    # Only as wide as the panels this task owns: zeroing a full npb-panel tile for a layer with
+    # few output channels cost more than its multiply-adds.
+    ldc = pn * NR * 4
+    tile = np.zeros((mb, pn * NR), np.int32)
     a0 = a.ctypes.data + (r0 // MR) * atile
     t0 = tile.ctypes.data
     b0 = b.ctypes.data

@@ -94,21 +94,43 @@ def dequant_one(acc, bias, scale, lof, hif):
 @njit(cache=True, inline="always")
 def epilogue_tile(tile, r0, nrows, c0, ncols, ocol, mode, bias, mult, zpf, lof, hif,
                   out_q, out_f, out_i):
-    """tile[r0:r0+nrows, c0:c0+ncols] (int32) -> out[r0:, ocol:] (offsets into the global output)."""
+    """tile[r0:r0+nrows, c0:c0+ncols] (int32) -> out[r0:, ocol:] (offsets into the global output).
+    An output whose rows are adjacent in memory (a transposed view: the NCHW conv output) is
+    written column by column, so the stores are sequential."""
     if mode == 0:
-        for i in range(nrows):
+        if out_i.strides[0] < out_i.strides[1]:
             for j in range(ncols):
-                out_i[r0 + i, ocol + j] = tile[i, c0 + j]
+                for i in range(nrows):
+                    out_i[r0 + i, ocol + j] = tile[i, c0 + j]
+        else:
+            for i in range(nrows):
+                for j in range(ncols):
+                    out_i[r0 + i, ocol + j] = tile[i, c0 + j]
     elif mode == 1:
-        for i in range(nrows):
+        if out_q.strides[0] < out_q.strides[1]:
             for j in range(ncols):
-                q = requant_one(tile[i, c0 + j], bias[ocol + j], mult[ocol + j], zpf, lof, hif)
-                out_q[r0 + i, ocol + j] = np.uint8(q & 255)
+                bj = bias[ocol + j]
+                mj = mult[ocol + j]
+                for i in range(nrows):
+                    q = requant_one(tile[i, c0 + j], bj, mj, zpf, lof, hif)
+                    out_q[r0 + i, ocol + j] = np.uint8(q & 255)
+        else:
+            for i in range(nrows):
+                for j in range(ncols):
+                    q = requant_one(tile[i, c0 + j], bias[ocol + j], mult[ocol + j], zpf, lof, hif)
+                    out_q[r0 + i, ocol + j] = np.uint8(q & 255)
     else:
-        for i in range(nrows):
+        if out_f.strides[0] < out_f.strides[1]:
             for j in range(ncols):
-                out_f[r0 + i, ocol + j] = dequant_one(tile[i, c0 + j], bias[ocol + j],
-                                                      mult[ocol + j], lof, hif)
+                bj = bias[ocol + j]
+                mj = mult[ocol + j]
+                for i in range(nrows):
+                    out_f[r0 + i, ocol + j] = dequant_one(tile[i, c0 + j], bj, mj, lof, hif)
+        else:
+            for i in range(nrows):
+                for j in range(ncols):
+                    out_f[r0 + i, ocol + j] = dequant_one(tile[i, c0 + j], bias[ocol + j],
+                                                          mult[ocol + j], lof, hif)
 
 
 @njit(cache=True)
@@ -179,22 +201,31 @@ def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out
 
 @njit(cache=True)
 def pointwise_image(x, img, signed, zx, out):
-    """im2col of a 1x1, stride-1, unpadded conv (the packed transpose of x[img] (C, P)), reading each
-    channel plane contiguously."""
+    """im2col of a 1x1, stride-1, unpadded conv (the packed transpose of x[img] (C, P)): written
+    tile by tile in the packed order (no division per element, sequential stores); the zero
+    padding of `out` covers rows past P and the odd channel of an odd C."""
     c = x.shape[1]
     p = x.shape[2] * x.shape[3]
     mr = out.shape[2] // 2
     plane = x[img].reshape(c, p)
-    for ci in range(c):
-        kk = ci >> 1
-        j = ci & 1
-        row = plane[ci]
-        for r in range(p):
-            v = np.int32(row[r])
-            if signed and v >= 128:
-                v -= 256
-            rt = r // mr
-            out[rt, kk, 2 * (r - rt * mr) + j] = np.int16(v - zx)
+    for rt in range(out.shape[0]):
+        r0 = rt * mr
+        nr = min(mr, p - r0)
+        for kk in range((c + 1) // 2):
+            c0 = 2 * kk
+            row0 = plane[c0]
+            for rr in range(nr):
+                v = np.int32(row0[r0 + rr])
+                if signed and v >= 128:
+                    v -= 256
+                out[rt, kk, 2 * rr] = np.int16(v - zx)
+            if c0 + 1 < c:
+                row1 = plane[c0 + 1]
+                for rr in range(nr):
+                    v = np.int32(row1[r0 + rr])
+                    if signed and v >= 128:
+                        v -= 256
+                    out[rt, kk, 2 * rr + 1] = np.int16(v - zx)
     return out
 
 

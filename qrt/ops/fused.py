@@ -209,7 +209,7 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
 def _post_table(y, table, lo, axis):
     """The folded QLut of a fused op's 8-bit output; per-channel tables index `axis`."""
     t = np.asarray(table)
-    if t.ndim == 1:
+    if t.ndim == 1 or axis == 1:  # qlut's per-channel tables index axis 1
         return qlut(y, table=t, in_lo=lo, kernel="")
     yi = y.astype(np.int32) - lo
     shape = [1] * y.ndim
