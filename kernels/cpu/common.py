@@ -176,26 +176,35 @@ def im2col_i16(x, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, mr):
 @njit(cache=True)
 def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
     """One image of `im2col_i16`, serially, into a zeroed packed A `out` (ceil(oh*ow/MR) tiles):
-    row r = y*ow + xo of image `img`."""
+    row r = y*ow + xo of image `img`. Written tile by tile in the packed order (sequential stores;
+    the tile's MR output positions are worked out once, not per element)."""
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     mr = out.shape[2] // 2
-    for y in range(oh):
-        for xo in range(ow):
-            r = y * ow + xo
-            rt = r // mr
-            rr = 2 * (r - rt * mr)
-            col = 0
-            for ci in range(c):
-                for i in range(kh):
-                    iy = y * sh - pt + i * dh
-                    for j in range(kw):
-                        ix = xo * sw - pl + j * dw
+    p = oh * ow
+    ys = np.empty(mr, np.int64)
+    xs = np.empty(mr, np.int64)
+    for rt in range(out.shape[0]):
+        r0 = rt * mr
+        nr = min(mr, p - r0)
+        for rr in range(nr):
+            y = (r0 + rr) // ow
+            ys[rr] = y * sh - pt
+            xs[rr] = (r0 + rr - y * ow) * sw - pl
+        col = 0
+        for ci in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    kk = col >> 1
+                    odd = col & 1
+                    for rr in range(nr):
+                        iy = ys[rr] + i * dh
+                        ix = xs[rr] + j * dw
                         if 0 <= iy < h and 0 <= ix < w:
                             v = np.int32(x[img, ci, iy, ix])
                             if signed and v >= 128:
                                 v -= 256
-                            out[rt, col >> 1, rr + (col & 1)] = np.int16(v - zx)
-                        col += 1
+                            out[rt, kk, 2 * rr + odd] = np.int16(v - zx)
+                    col += 1
     return out
 
 
