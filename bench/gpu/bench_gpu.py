@@ -235,10 +235,18 @@ def conv_bench(shapes, repeat):
     return rows
 
 
-def _feeds(ort_sess, rng, batch):
+def _split_spec(spec: str):
+    """'model.onnx' or 'model.onnx@1x3x48x192' (the shape of the model's first input)."""
+    path, _, shape = spec.partition("@")
+    return path, (tuple(int(d) for d in shape.split("x")) if shape else None)
+
+
+def _feeds(ort_sess, rng, batch, first_shape=None):
     feeds = {}
-    for i in ort_sess.get_inputs():
+    for n, i in enumerate(ort_sess.get_inputs()):
         shape = [d if isinstance(d, int) and d > 0 else batch for d in i.shape]
+        if n == 0 and first_shape is not None:
+            shape = list(first_shape)
         t = i.type
         if "float" in t:
             feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
@@ -286,15 +294,18 @@ def model_bench(paths, repeat, threads=1, batch=1):
 
     rows = []
     rng = np.random.default_rng(3)
-    for path in paths:
+    for spec in paths:
+        path, first_shape = _split_spec(spec)
         row = {"model": os.path.relpath(path, ROOT) if path.startswith(ROOT) else path,
                "threads": threads, "batch": batch}
+        if first_shape is not None:
+            row["input_shape"] = list(first_shape)
         fns = {}
         try:
             so = ort.SessionOptions()
             so.intra_op_num_threads = threads
             osess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            feeds = _feeds(osess, rng, batch)
+            feeds = _feeds(osess, rng, batch, first_shape)
             ref_out = osess.run(None, feeds)
             fns["onnxruntime_cpu"] = lambda: osess.run(None, feeds)
         except Exception as e:
@@ -338,7 +349,8 @@ def model_bench(paths, repeat, threads=1, batch=1):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", default=None,
-                    help="ONNX model to time end to end (repeatable; default: bundled models)")
+                    help="ONNX model to time end to end, PATH or PATH@1x3x48x192 to fix the first "
+                    "input's shape (repeatable; default: bundled models)")
     ap.add_argument("--repeat", type=int, default=20, help="timed runs per measurement (median)")
     ap.add_argument("--quick", action="store_true", help="small shapes and 5 repeats")
     ap.add_argument("--skip", action="append", default=[],

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from qrt.kernels.cpu.common import dequant_one, requant_one
+
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def depthwise_conv2d(xp, w, out, sh, sw, dh, dw, mult):
@@ -238,3 +240,28 @@ def qglobal_avg(x, zx, m, zy, lo, hi, out):
                 v = hi
             out[i, j] = np.uint8(np.int64(v) & 255)
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def qmatmul_batched(a, b, za, zb, mode, bias, mult, zpf, lof, hif, out_q, out_f):
+    """a (B, M, K), b (B, K, N) 8-bit codes (as int8/uint8 arrays): exact int32 sums of
+    (a - za)(b - zb), then the shared epilogue (mode 1: 8-bit raw bytes into out_q (B, M, N);
+    mode 2: float32 into out_f)."""
+    nb_, m, k = a.shape
+    n = b.shape[2]
+    acc = np.empty(n, np.int32)
+    for t in range(nb_):
+        for i in range(m):
+            acc[:] = 0
+            for kk in range(k):
+                av = np.int32(a[t, i, kk]) - za
+                for j in range(n):
+                    acc[j] += av * (np.int32(b[t, kk, j]) - zb)
+            if mode == 1:
+                for j in range(n):
+                    out_q[t, i, j] = np.uint8(requant_one(acc[j], bias[j], mult[j], zpf, lof, hif)
+                                              & 255)
+            else:
+                for j in range(n):
+                    out_f[t, i, j] = dequant_one(acc[j], bias[j], mult[j], lof, hif)
+    return out_q

@@ -582,6 +582,23 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
     ep = make_epilogue(nn, out_dtype, None, None, None, None, multiplier, scale, y_zp, lo, hi, lo_f,
                        hi_f)
     kk = a.shape[-1]
+    odt = np.dtype(out_dtype)
+    if (odt in _INT8 or odt == np.float32) and a.dtype in _INT8 and b.dtype in _INT8 \
+            and kk <= _ref.max_exact_k() and mm * nn * kk * max(1, int(np.prod(batch))) < (1 << 22):
+        # Small attention-sized products: one Numba pass (exact int32 sums, shared epilogue);
+        # larger ones go through BLAS below.
+        mode, bias, mult, zpf, lof, hif = _ql._ep_args(ep, nn)
+        a3 = np.ascontiguousarray(ab).reshape((-1, mm, kk))
+        b3 = np.ascontiguousarray(bb).reshape((-1, kk, nn))
+        out = np.empty(batch + (mm, nn), odt)
+        o3 = out.reshape((-1, mm, nn))
+        if odt == np.float32:
+            _float_ops().qmatmul_batched(a3, b3, np.int32(a_zp), np.int32(b_zp), mode, bias, mult,
+                                         zpf, lof, hif, _D3[np.dtype(np.uint8)], o3)
+        else:
+            _float_ops().qmatmul_batched(a3, b3, np.int32(a_zp), np.int32(b_zp), mode, bias, mult,
+                                         zpf, lof, hif, o3.view(np.uint8), _D3[np.dtype(np.float32)])
+        return out
     if np.dtype(out_dtype) in (np.uint8, np.int8, np.float32) and kk <= _ref.max_exact_k():
         # Exact integer sums through float64 BLAS (|sum| <= K * 255 * 255 < 2**53, so every
         # product and partial sum is exact), one batched call instead of packing B per batch

@@ -75,3 +75,32 @@ def test_qgemm_matches_reference(seed, lead, kdim, n, xdt, out):
     acc = ref.qgemm_i32(x.reshape(-1, kdim), xzp, w, wzp)
     want = ref.epilogue_ref(acc, _ep(kw, n, bias)).reshape(lead + (n,))
     np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 31), shapes=st.sampled_from([
+    ((2, 5, 8), (2, 8, 6)), ((3, 1, 4, 16), (1, 2, 16, 4)), ((7, 9), (9, 3)), ((4, 33), (33,)),
+    ((2, 64, 128), (2, 128, 64))]),
+       adt=st.sampled_from([np.uint8, np.int8]), bdt=st.sampled_from([np.uint8, np.int8]),
+       out=st.sampled_from(["uint8", "int8", "float32"]))
+def test_qmatmul_act_matches_reference(seed, shapes, adt, bdt, out):
+    """Two integer activations (attention scores, context): the small Numba path and the BLAS path
+    (the last shape) against exact int64 sums + the reference epilogue."""
+    from qrt.ops.fused import qmatmul_act
+    rng = np.random.default_rng(seed)
+    sa, sb = shapes
+    a = rng.integers(*ref.qrange(adt), size=sa, endpoint=True).astype(adt)
+    b = rng.integers(*ref.qrange(bdt), size=sb, endpoint=True).astype(bdt)
+    za, zb = int(rng.integers(*ref.qrange(adt))), int(rng.integers(*ref.qrange(bdt)))
+    nn = sb[-1] if len(sb) > 1 else 1
+    mult = np.float32(rng.uniform(1e-5, 1e-3))
+    kw = dict(a_scale=0.1, a_zp=za, b_scale=0.1, b_zp=zb, out_dtype=out, multiplier=mult,
+              scale=mult, y_zp=3 if out != "float32" else 0, lo=None, hi=None, lo_f=None,
+              hi_f=None, kernel="")
+    got = qmatmul_act(a, b, ctx=CTX, **kw)
+    acc = np.matmul(a.astype(np.int64) - za, b.astype(np.int64) - zb)
+    dt = np.dtype(out)
+    ep = (Epilogue(np.float32, scale=np.full(nn, mult, np.float32)) if dt == np.float32 else
+          Epilogue(dt.type, multiplier=np.full(nn, mult, np.float32), out_zero_point=3))
+    want = ref.epilogue_ref(acc.reshape(-1, nn).astype(np.int32), ep).reshape(acc.shape)
+    np.testing.assert_array_equal(got, want)

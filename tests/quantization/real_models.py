@@ -88,7 +88,10 @@ def ort_quantize(src: str, dst: str, calib: list[dict], method: str = "minmax",
                  preprocess: bool = False, per_channel: bool = True) -> str:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    with warnings.catch_warnings(), _quiet_root_logger():
+    import contextlib
+    import sys
+    # onnxruntime prints calibration progress on stdout: keep stdout for the caller's results
+    with warnings.catch_warnings(), _quiet_root_logger(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         if preprocess:
             from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -150,7 +153,7 @@ def ort_quantized(name: str, method: str = "minmax", preprocess: bool = True,
 def compare_real(name: str, *, n_calib: int = 4, n_test: int = 8,
                  qrt_methods=("minmax",), ort_methods=("minmax",), ort_preprocess=(False, True),
                  runtimes=RUNTIMES, qrt_options: dict | None = None, keep_dir: str | None = None,
-                 progress=None) -> dict:
+                 dynamic: bool = False, progress=None) -> dict:
     """Quantize model `name` with both tools on `n_calib` pages and evaluate on `n_test` other
     pages. Returns {"model", "n_calib", "n_test", "rows": [{tool, method, runtime: metrics}]}."""
     from qrt.quantization import quantize_static
@@ -182,4 +185,21 @@ def compare_real(name: str, *, n_calib: int = 4, n_test: int = 8,
                 rows.append({"tool": tool, "method": method,
                              **{rt: metrics(ref, run_model(dst, test, rt)) for rt in runtimes}})
                 say(rows[-1])
+        if dynamic:  # quantize_dynamic of both tools (no calibration), per-channel s8 weights
+            from onnxruntime.quantization import QuantType
+            from onnxruntime.quantization import quantize_dynamic as ort_dynamic
+
+            from qrt.quantization import quantize_dynamic
+            dst = os.path.join(out_dir, f"{name}_qrt_dynamic.onnx")
+            quantize_dynamic(src, dst)
+            rows.append({"tool": "qrt", "method": "dynamic",
+                         **{rt: metrics(ref, run_model(dst, test, rt)) for rt in runtimes}})
+            say(rows[-1])
+            dst = os.path.join(out_dir, f"{name}_onnxruntime_dynamic.onnx")
+            with warnings.catch_warnings(), _quiet_root_logger():
+                warnings.simplefilter("ignore")
+                ort_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+            rows.append({"tool": "onnxruntime", "method": "dynamic",
+                         **{rt: metrics(ref, run_model(dst, test, rt)) for rt in runtimes}})
+            say(rows[-1])
     return {"model": REAL_MODELS[name], "n_calib": n_calib, "n_test": n_test, "rows": rows}
