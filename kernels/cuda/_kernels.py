@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 
+from qrt.kernels.cuda import _compat  # noqa: F401  (before numba.cuda)
 from numba import cuda, float32, float64, int32, int64
 
 INT32_MAX = 2147483647

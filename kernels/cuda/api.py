@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from qrt.kernels.cuda import _compat  # noqa: F401  (before numba.cuda)
 from numba import cuda
 
 from qrt.kernels import ref
