@@ -49,6 +49,7 @@ fi
 step cuda_tests 100 env QRT_TEST_REAL_GPU=1 $PY -m pytest -q "${XDIST[@]}" tests/cuda
 step qgemm_t1 50 $PY bench/bench_qgemm.py --quick --threads 1 --paths $GEMM_PATHS
 step qgemm_t2 40 $PY bench/bench_qgemm.py --quick --threads 2 --paths $GEMM_PATHS
-step compare_ort 70 $PY bench/compare_onnxruntime.py --models demo,ppocr_cls,transformer \
+step compare_ort 150 $PY bench/compare_onnxruntime.py \
+  --models "${COMPARE_MODELS:-demo,ppocr_cls,ppocr_rec,transformer}" \
   --threads 1 --batches 1 --runs 20 --no-cold --out "$OUT/compare.json"
 exit 0

@@ -40,7 +40,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from qrt.kernels.cpu import features
-from qrt.kernels.cpu.common import KALIGN, epilogue_tile, round_up
+from qrt.kernels.cpu.common import KALIGN, apply_table, epilogue_tile, round_up
 
 MR = 6
 NRV = 64  # columns per panel: 4 zmm of int32
@@ -306,7 +306,6 @@ def _gemm_body(ukernel, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bia
     np_, kq, _, _ = b.shape
     nmb = (m + mb - 1) // mb
     nnb = (np_ + npb - 1) // npb
-    ldc = npb * NRV * 4
     atile = kq * MR * 4
     for t in prange(nmb * nnb):
         ib = t // nnb
@@ -315,7 +314,9 @@ def _gemm_body(ukernel, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bia
         rows = min(mb, m - r0)
         p0 = jb * npb
         pn = min(npb, np_ - p0)
-        tile = np.zeros((mb, npb * NRV), np.int32)
+        # only as wide as this task's panels (zeroing a full-width tile dominated narrow layers)
+        ldc = pn * NRV * 4
+        tile = np.zeros((mb, pn * NRV), np.int32)
         a0 = a.ctypes.data + (r0 // MR) * atile
         t0 = tile.ctypes.data
         b0 = b.ctypes.data
@@ -351,6 +352,22 @@ def _gemm_emulated(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mu
                zpf, lof, hif, out_q, out_f, out_i)
 
 
+@njit(cache=True)
+def _gemm_serial_hardware(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
+                          hif, out_q, out_f, out_i):
+    """`_gemm_hardware` on the calling thread (prange is range here): for work too small to pay
+    for a parallel launch."""
+    _gemm_body(_ukernel_hardware, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
+               zpf, lof, hif, out_q, out_f, out_i)
+
+
+@njit(cache=True)
+def _gemm_serial_emulated(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
+                          hif, out_q, out_f, out_i):
+    _gemm_body(_ukernel_emulated, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
+               zpf, lof, hif, out_q, out_f, out_i)
+
+
 def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
          out_q, out_f, out_i, impl=None):
     """a: packed u8 A' (MT, Kp/4, 4*MR); b: packed s8 (NP, Kp/4, 64, 4). Same blocking as avx2.gemm;
@@ -363,3 +380,159 @@ def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, l
     mult = mult if mult.flags.writeable else mult.copy()
     fn(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
        out_q, out_f, out_i)
+
+
+# ---------------------------------------------------------------- whole ops in one call
+@njit(cache=True)
+def im2col_image_u8(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out, rowsum):
+    """One image's im2col into a zeroed packed A' `out` (MT, Kp/4, 4*MR) and its row sums: row
+    r = y*ow + xo; a' = x (u8) or x ^ 128 (s8, i.e. x + 128), padding taps hold zx = za' (the
+    shifted zero point), so they count in the row sums like any tap. Written tile by tile in the
+    packed order, the tile's MR output positions worked out once."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    mr = out.shape[2] // 4
+    p = oh * ow
+    flip = np.uint8(128) if signed else np.uint8(0)
+    zv = np.uint8(zx)
+    ys = np.empty(mr, np.int64)
+    xs = np.empty(mr, np.int64)
+    sums = np.empty(mr, np.int32)
+    for rt in range(out.shape[0]):
+        r0 = rt * mr
+        nr = min(mr, p - r0)
+        for rr in range(nr):
+            y = (r0 + rr) // ow
+            ys[rr] = y * sh - pt
+            xs[rr] = (r0 + rr - y * ow) * sw - pl
+            sums[rr] = 0
+        col = 0
+        for ci in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    kq = col >> 2
+                    lane = col & 3
+                    for rr in range(nr):
+                        iy = ys[rr] + i * dh
+                        ix = xs[rr] + j * dw
+                        v = zv
+                        if 0 <= iy < h and 0 <= ix < w:
+                            v = x[img, ci, iy, ix] ^ flip
+                        out[rt, kq, 4 * rr + lane] = v
+                        sums[rr] += np.int32(v)
+                    col += 1
+        for rr in range(nr):
+            rowsum[r0 + rr] = sums[rr]
+    return out
+
+
+@njit(cache=True)
+def pointwise_image_u8(x, img, signed, out, rowsum):
+    """im2col of a 1x1, stride-1, unpadded conv (the packed transpose of x[img] (C, P)) into A'
+    and its row sums; the zeros of `out` cover rows past P and C up to Kp."""
+    c = x.shape[1]
+    p = x.shape[2] * x.shape[3]
+    mr = out.shape[2] // 4
+    flip = np.uint8(128) if signed else np.uint8(0)
+    plane = x[img].reshape(c, p)
+    for i in range(p):
+        rowsum[i] = 0
+    for rt in range(out.shape[0]):
+        r0 = rt * mr
+        nr = min(mr, p - r0)
+        for ci in range(c):
+            row = plane[ci]
+            kq = ci >> 2
+            lane = ci & 3
+            for rr in range(nr):
+                v = row[r0 + rr] ^ flip
+                out[rt, kq, 4 * rr + lane] = v
+                rowsum[r0 + rr] += np.int32(v)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _conv_nchw_body(gemm_par, gemm_ser, x, signed, geo, b, zw, colcorr, n, mb, npb, kcq, mode, bias,
+                    mult, zpf, lof, hif, table, flip, par, out_q, out_f, out_i):
+    zx, kh, kw, sh, sw = geo[0], geo[1], geo[2], geo[3], geo[4]
+    pt, pl, dh, dw, oh, ow, kp = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    p = oh * ow
+    for img in range(x.shape[0]):
+        a = np.zeros(((p + MR - 1) // MR, kp // 4, 4 * MR), np.uint8)
+        rs = np.empty(p, np.int32)
+        if geo[12]:
+            pointwise_image_u8(x, img, signed, a, rs)
+        else:
+            im2col_image_u8(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, a, rs)
+        oq = out_q[min(img, out_q.shape[0] - 1)].T
+        of = out_f[min(img, out_f.shape[0] - 1)].T
+        oi = out_i[min(img, out_i.shape[0] - 1)].T
+        if par:
+            gemm_par(a, rs, p, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+                     oq, of, oi)
+        else:
+            gemm_ser(a, rs, p, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+                     oq, of, oi)
+    if table.shape[0] > 0:
+        apply_table(out_q, table, flip)
+
+
+@njit(cache=True)
+def _conv_nchw_hardware(x, signed, geo, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
+                        hif, table, flip, par, out_q, out_f, out_i):
+    _conv_nchw_body(_gemm_hardware, _gemm_serial_hardware, x, signed, geo, b, zw, colcorr, n, mb,
+                    npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par, out_q, out_f,
+                    out_i)
+
+
+@njit(cache=True)
+def _conv_nchw_emulated(x, signed, geo, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
+                        hif, table, flip, par, out_q, out_f, out_i):
+    _conv_nchw_body(_gemm_emulated, _gemm_serial_emulated, x, signed, geo, b, zw, colcorr, n, mb,
+                    npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par, out_q, out_f,
+                    out_i)
+
+
+@njit(cache=True, inline="always")
+def _linear_2d_body(gemm_par, gemm_ser, a, signed, kp, b, zw, colcorr, n, mb, npb, kcq, mode, bias,
+                    mult, zpf, lof, hif, table, flip, par, out_q, out_f, out_i):
+    m = a.shape[0]
+    ap, rs = prep_a(a, signed, kp, MR)
+    if par:
+        gemm_par(ap, rs, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+                 out_q, out_f, out_i)
+    else:
+        gemm_ser(ap, rs, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
+                 out_q, out_f, out_i)
+    if table.shape[0] > 0:
+        for i in range(m):
+            for j in range(n):
+                out_q[i, j] = table[j, out_q[i, j] ^ flip]
+
+
+@njit(cache=True)
+def _linear_2d_hardware(a, signed, kp, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
+                        hif, table, flip, par, out_q, out_f, out_i):
+    _linear_2d_body(_gemm_hardware, _gemm_serial_hardware, a, signed, kp, b, zw, colcorr, n, mb,
+                    npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par, out_q, out_f,
+                    out_i)
+
+
+@njit(cache=True)
+def _linear_2d_emulated(a, signed, kp, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
+                        hif, table, flip, par, out_q, out_f, out_i):
+    _linear_2d_body(_gemm_emulated, _gemm_serial_emulated, a, signed, kp, b, zw, colcorr, n, mb,
+                    npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par, out_q, out_f,
+                    out_i)
+
+
+def conv_nchw_fn(impl=None):
+    """The one-call conv of the chosen implementation (checked before anything is compiled):
+    fn(x (N, C, H, W) u8 view, signed, geo, b, zw', colcorr, n, mb, npb, kcq, mode, bias, mult, zpf,
+    lof, hif, table, flip, par, out_q, out_f, out_i); geo as avx2.conv_nchw's but geo[0] = za'."""
+    return _conv_nchw_emulated if _check_impl(impl) == "emulated" else _conv_nchw_hardware
+
+
+def linear_2d_fn(impl=None):
+    """The one-call (M, K) x packed weights of the chosen implementation:
+    fn(a u8 view, signed, kp, b, zw', colcorr, n, mb, npb, kcq, mode, ..., par, out_q, out_f, out_i)."""
+    return _linear_2d_emulated if _check_impl(impl) == "emulated" else _linear_2d_hardware

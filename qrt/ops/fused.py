@@ -166,20 +166,21 @@ _D2U, _D2F, _D2I = (np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.float32),
 def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
                        scale, y_zp, lo, hi, lo_f, hi_f, bias_f, post_table, post_lo, ctx):
     """QGemm's per-input-shape call, like `_prepare_fast_conv`: one Numba call (pack A, GEMM,
-    epilogue, table) on the avx2 path. False when the general route is needed."""
+    epilogue, table) on the avx2 or vnni path. False when the general route is needed."""
     from qrt.kernels import cpu as _cpu
     from qrt.kernels.cpu import common
     n, k = w.shape
     dt = np.dtype(out_dtype)
     if (bias_f is not None or x.dtype not in _INT8 or x.ndim < 1 or x.shape[-1] != k
-            or k > _ref.max_exact_k() // 4 * 4 or _cpu.resolve(None) != "avx2"
+            or k > _ref.max_exact_k() // 4 * 4 or _cpu.resolve(None) not in ("avx2", "vnni")
             or dt not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32))
             or (post_table is not None and dt == np.dtype(np.float32))):
         return False
     pw = state.get("w")
     if pw is None:
         pw = state["w"] = _ql.pack_weight(w, w_zp)
-    if pw.kernel != "avx2" or "b" not in pw.data:
+    path = pw.kernel
+    if path not in ("avx2", "vnni") or "b" not in pw.data:
         return False
     ep = state.get("ep")
     if ep is None:
@@ -189,7 +190,7 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     m = int(np.prod(x.shape[:-1], dtype=np.int64))
     b = pw.data["b"]
     threads = _threads_for(m * n * k, ctx.threads)
-    mb, npb, kc = _ql._blocking("avx2", m, b.shape[0], threads)
+    mb, npb, kc = _ql._blocking(path, m, b.shape[0], threads)
     table, flip = _NO_TABLE, np.uint8(0)
     out_dt = dt
     if post_table is not None:
@@ -197,13 +198,30 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
         table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (n, 256))).view(np.uint8)
         flip = np.uint8(128 if post_lo else 0)
         out_dt = t.dtype
-    head = (x.dtype == np.int8, np.int64(int(x_zp)), np.int64(common.round_up(max(k, 1),
-                                                                             common.KALIGN)),
-            b, np.int64(n), np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bs, mult,
-            zpf, lof, hif, table, flip, threads > 1)
+    kp = np.int64(common.round_up(max(k, 1), common.KALIGN))
+    tail = (np.int64(n), np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bs, mult, zpf,
+            lof, hif, table, flip, threads > 1)
+    if path == "vnni":
+        fn, head = _vnni_head("linear_2d_fn", pw, x.dtype, x_zp, kp, tail)
+    else:
+        fn, head = _cpu.backend("avx2").linear_2d, (x.dtype == np.int8, np.int64(int(x_zp)), kp,
+                                                    b) + tail
     slot = 1 if dt == np.dtype(np.float32) else 0
-    return (_cpu.backend("avx2").linear_2d, head, (m, k), (m, n), x.shape[:-1] + (n,), out_dt,
-            slot)
+    return (fn, head, (m, k), (m, n), x.shape[:-1] + (n,), out_dt, slot)
+
+
+def _vnni_head(which, pw, x_dtype, x_zp, first, tail):
+    """(one-call vnni kernel, its leading arguments): the activation zero point shifted like the
+    activations (s8 + 128) and the per-column exactness correction for it, computed once."""
+    from qrt.kernels import cpu as _cpu
+    v = _cpu.backend("vnni")
+    signed = x_dtype == np.int8
+    za = int(x_zp) + (128 if signed else 0)
+    colcorr = v.column_correction(pw.data["colsum"], pw.data["zw"], za, pw.k)
+    if which == "conv_nchw_fn":
+        first = first.copy()
+        first[0] = za
+    return getattr(v, which)(), (signed, first, pw.data["b"], pw.data["zw"], colcorr) + tail
 
 
 def _post_table(y, table, lo, axis):
@@ -333,16 +351,16 @@ _NO_TABLE = np.zeros((0, 256), np.uint8)
 def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
                        scale, y_zp, lo, hi, lo_f, hi_f, strides, pads, dilations, group, auto_pad,
                        bias_f, post_table, post_lo, ctx):
-    """Everything a group-1 conv on the avx2 path needs per call, computed once per input shape:
-    the call is then one Numba function (im2col, GEMM, epilogue into NCHW, table). False when
-    this conv takes the general route."""
+    """Everything a group-1 conv on the avx2 or vnni path needs per call, computed once per input
+    shape: the call is then one Numba function (im2col, GEMM, epilogue into NCHW, table). False
+    when this conv takes the general route."""
     from qrt.kernels import cpu as _cpu
     from qrt.kernels.cpu import common
     if group != 1 or bias_f is not None or x.dtype not in _INT8 or w.ndim not in (3, 4):
         return False
     st, pd, dl, out_sp, macs, pcw, pointwise = _conv_prepared(state, x.shape, w, w_zp, group,
                                                               strides, pads, dilations, auto_pad)
-    if pcw is None or pcw.kernel != "avx2" or pcw.depthwise:
+    if pcw is None or pcw.kernel not in ("avx2", "vnni") or pcw.depthwise:
         return False
     dt = np.dtype(out_dtype)
     if dt not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32)):
@@ -365,7 +383,7 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     n, c = x.shape[:2]
     p = o2[0] * o2[1]
     threads = _threads_for(macs, ctx.threads)
-    mb, npb, kc = _ql._blocking("avx2", p, b.shape[0], threads)
+    mb, npb, kc = _ql._blocking(pcw.kernel, p, b.shape[0], threads)
     geo = np.array([int(x_zp), k2[0], k2[1], s2[0], s2[1], p2[0], p2[1], d2[0], d2[1], o2[0], o2[1],
                     common.round_up(max(pw.k, 1), common.KALIGN), int(pointwise)], np.int64)
     table, flip = _NO_TABLE, np.uint8(0)
@@ -375,13 +393,16 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
         t = np.asarray(post_table)
         table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (m, 256))).view(np.uint8)
         flip = np.uint8(128 if post_lo else 0)
-    backend = _cpu.backend("avx2")
     x4shape = (n, c) + ((1,) + tuple(x.shape[2:]) if nd == 1 else tuple(x.shape[2:]))
     out_dt = dt if post_table is None else np.asarray(post_table).dtype
     slot = 0 if dt != np.dtype(np.float32) else 1
-    head = (x.dtype == np.int8, geo, b, np.int64(m), np.int64(mb), np.int64(npb), np.int64(kc),
-            np.int64(mode), bs, mult, zpf, lof, hif, table, flip, threads > 1)
-    return (backend.conv_nchw, head, x4shape, (n, m, p), (n, m) + tuple(out_sp), out_dt, slot)
+    tail = (np.int64(m), np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bs, mult, zpf,
+            lof, hif, table, flip, threads > 1)
+    if pcw.kernel == "vnni":
+        fn, head = _vnni_head("conv_nchw_fn", pw, x.dtype, x_zp, geo, tail)
+    else:
+        fn, head = _cpu.backend("avx2").conv_nchw, (x.dtype == np.int8, geo, b) + tail
+    return (fn, head, x4shape, (n, m, p), (n, m) + tuple(out_sp), out_dt, slot)
 
 
 def _run_fast_conv(fast, x):

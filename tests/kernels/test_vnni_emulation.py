@@ -208,6 +208,15 @@ def test_models_on_emulated_vnni_path_bit_identical_with_ref(name, ort_quantized
         return real_gemm(*args, **kw)
 
     monkeypatch.setattr(vnni, "gemm", counting_gemm)
+    for name in ("conv_nchw_fn", "linear_2d_fn"):  # the one-call conv / linear kernels
+        def counting_fn(impl=None, real=getattr(vnni, name)):
+            fn = real(impl)
+
+            def call(*args):
+                calls.append(fn.py_func.__name__.rsplit("_", 1)[-1])
+                return fn(*args)
+            return call
+        monkeypatch.setattr(vnni, name, counting_fn)
     monkeypatch.setenv(features.ENV_VAR, "vnni")
     with features.emulate_vnni(True):
         sess = qrt.InferenceSession(path, threads=2)

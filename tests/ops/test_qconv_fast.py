@@ -3,7 +3,10 @@ general route otherwise) against the numpy reference twins, bit for bit: kernels
 dilations, 1-D/2-D, u8/s8, per-channel zero points, 8-bit and float outputs, folded tables."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,3 +107,88 @@ def test_qmatmul_act_matches_reference(seed, shapes, adt, bdt, out):
           Epilogue(dt.type, multiplier=np.full(nn, mult, np.float32), out_zero_point=3))
     want = ref.epilogue_ref(acc.reshape(-1, nn).astype(np.int32), ep).reshape(acc.shape)
     np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------- every one-call kernel path
+def _variants():
+    from qrt.kernels.cpu import features
+    out = [pytest.param("vnni-emulated", id="vnni-emulated")]
+    for p in ("vnni", "avx2"):
+        out.append(pytest.param(p, id=p, marks=pytest.mark.skipif(
+            bool(features.missing_features(p)), reason=f"CPU lacks {p}")))
+    return out
+
+
+@contextlib.contextmanager
+def _forced_path(variant, monkeypatch):
+    from qrt.kernels.cpu import features
+    path = "vnni" if variant.startswith("vnni") else variant
+    monkeypatch.setenv(features.ENV_VAR, path)
+    with features.emulate_vnni(variant == "vnni-emulated"):
+        yield path
+
+
+# (n, c, m, k, stride, pad, dilation, x dtype, out, table, threads): multi-panel (m > 64), row
+# blocks past 48 positions, 1x1 pointwise, padding wider than the kernel's reach, 2 threads
+# (parallel GEMM inside the one call), s8 activations, float and tabled outputs.
+CONV_CASES = [
+    (1, 3, 16, 3, 1, 1, 1, np.uint8, "uint8", False, 1),
+    (2, 20, 130, 3, 2, 1, 1, np.int8, "int8", True, 1),
+    (1, 64, 72, 1, 1, 0, 1, np.uint8, "uint8", False, 2),
+    (1, 64, 130, 3, 1, 1, 1, np.int8, "float32", False, 2),
+    (2, 7, 9, 3, 1, 3, 2, np.int8, "uint8", True, 1),
+    (1, 33, 65, 1, 1, 0, 1, np.int8, "int8", False, 1),
+]
+
+
+@pytest.mark.parametrize("variant", _variants())
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(map(str, c[:7])))
+def test_one_call_conv_on_every_path(variant, case, monkeypatch):
+    """The one-call conv (im2col/pointwise packing, GEMM, epilogue into NCHW, table) of each
+    path is the one that runs, and is bit-exact with the reference twin."""
+    n, c, m, k, s, p, d, xdt, out, table, threads = case
+    rng = np.random.default_rng(7)
+    lo = 0 if xdt == np.uint8 else -128
+    x = rng.integers(lo, lo + 256, (n, c, 24, 20)).astype(xdt)
+    w = rng.integers(-128, 128, (m, c, k, k)).astype(np.int8)
+    wzp = rng.integers(-3, 4, m).astype(np.int32)
+    bias = rng.integers(-3000, 3000, m).astype(np.int32)
+    xzp = int(rng.integers(lo, lo + 256))
+    kw = _epi_kwargs(rng, m, out)
+    pt = rng.integers(0, 256, (m, 256)).astype(np.uint8) if table else None
+    state = {}
+    ctx = NodeContext("t", "QConv", 1, threads)
+    with _forced_path(variant, monkeypatch):
+        got = qconv(x, w, wzp, bias, x_zp=xzp, state=state, kernel_shape=None, strides=[s, s],
+                    pads=[p] * 4, dilations=[d, d], group=1, auto_pad="NOTSET", post_table=pt,
+                    post_lo=0 if out == "uint8" else -128, ctx=ctx, **kw)
+        fast = state[("fast", x.shape, x.dtype)]
+    assert fast and "conv_nchw" in fast[0].py_func.__name__
+    want = ref.qconv_ref(x, xzp, w, wzp, _ep(kw, m, bias), [s, s], [p] * 4, [d, d])
+    if pt is not None:
+        idx = want.astype(np.int32) - (0 if out == "uint8" else -128)
+        want = pt[np.arange(m).reshape(1, m, 1, 1), idx]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("variant", _variants())
+@pytest.mark.parametrize("m,kdim,n,xdt,out,threads", [
+    (1, 37, 10, np.uint8, "uint8", 1), (50, 300, 130, np.int8, "int8", 1),
+    (97, 256, 700, np.uint8, "float32", 2), (7, 64, 65, np.int8, "uint8", 1)])
+def test_one_call_gemm_on_every_path(variant, m, kdim, n, xdt, out, threads, monkeypatch):
+    rng = np.random.default_rng(11)
+    lo = 0 if xdt == np.uint8 else -128
+    x = rng.integers(lo, lo + 256, (m, kdim)).astype(xdt)
+    w = rng.integers(-128, 128, (n, kdim)).astype(np.int8)
+    wzp = rng.integers(-3, 4, n).astype(np.int32)
+    bias = rng.integers(-3000, 3000, n).astype(np.int32)
+    xzp = int(rng.integers(lo, lo + 256))
+    kw = _epi_kwargs(rng, n, out)
+    state = {}
+    with _forced_path(variant, monkeypatch):
+        got = qgemm(x, w, wzp, bias, x_zp=xzp, state=state,
+                    ctx=NodeContext("t", "QGemm", 1, threads), **kw)
+    fast = [v for key, v in state.items() if isinstance(key, tuple) and key[0] == "fast"]
+    assert fast and fast[0] and "linear_2d" in fast[0][0].py_func.__name__
+    acc = ref.qgemm_i32(x, xzp, w, wzp)
+    np.testing.assert_array_equal(got, ref.epilogue_ref(acc, _ep(kw, n, bias)))
