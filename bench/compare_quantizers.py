@@ -9,10 +9,19 @@
    quant_pre_process (MinMax, Percentile, Entropy), same pages and settings; SQNR / cosine of the
    output against FP32 with each INT8 model run in qrt, in onnxruntime (default session options:
    its fused integer kernels) and in onnxruntime with optimizations off (the QDQ graph as written).
+   With --dynamic, also quantize_dynamic on PP-OCR: qrt's default format vs onnxruntime's
+   (per_channel=True, QInt8 weights) straight and after quant_pre_process; where onnxruntime's
+   quantizer raises (straight on det/rec), the row shows the error. --no-static skips the PP-OCR
+   quantize_static rows (e.g. a dynamic-only run).
 
     python bench/compare_quantizers.py [--models cls,det,rec] [--no-digits] [--calib 4]
                                        [--test cls=96,det=16,rec=16] [--quick]
+                                       [--dynamic] [--no-static]
                                        [--out bench/results/compare_quantizers.json]
+
+PP-OCR quantize_dynamic only (README's table):
+    python bench/compare_quantizers.py --no-digits --models cls,det,rec --dynamic --no-static \
+        --out bench/results/compare_quantizers_ppocr_dynamic.json
 """
 from __future__ import annotations
 
@@ -93,8 +102,11 @@ def digits_rows(methods=QRT_METHODS, ort_methods=tuple(ORT_METHODS)) -> list[dic
 
 def _say(r):
     keys = [k for k in ("qrt", "onnxruntime", "exact") if k in r]
-    print(f"  {r.get('model', '')} {r.get('mode', 'static')} {r['tool']} {r['method']}: " +
-          "  ".join(f"{k} {r[k]['sqnr_db']:.2f} dB" for k in keys), file=sys.stderr, flush=True)
+    res = (f"ERROR {r['error']}" if "error" in r else
+           "  ".join(f"{k} {r[k]['sqnr_db']:.2f} dB" for k in keys))
+    mode = r.get("mode", "" if r["method"] == "dynamic" else "static")
+    print(f"  {r.get('model', '')} {mode} {r['tool']} {r['method']}: {res}",
+          file=sys.stderr, flush=True)
 
 
 def _f(v, nd=2):
@@ -115,13 +127,19 @@ def digits_markdown(rows) -> str:
 
 def real_markdown(results) -> str:
     out = ["| model | quantizer | method | SQNR dB in qrt | SQNR dB in onnxruntime | SQNR dB exact "
-           "| cosine in qrt | cosine in onnxruntime |", "|---|---|---|---|---|---|---|---|"]
+           "| cosine in qrt | cosine in onnxruntime | cosine exact |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for r in res["rows"]:
+            if "error" in r:  # the quantizer raised: no model to run
+                err = r["error"].replace("|", "\\|")
+                out.append(f"| {res['model'].replace('.onnx', '')} | {r['tool']} | {r['method']} | "
+                           f"fails: {err} | — | — | — | — | — |")
+                continue
             out.append(f"| {res['model'].replace('.onnx', '')} | {r['tool']} | {r['method']} | "
                        f"{_f(r['qrt']['sqnr_db'])} | {_f(r['onnxruntime']['sqnr_db'])} | "
                        f"{_f(r['exact']['sqnr_db'])} | {r['qrt']['cosine']:.5f} | "
-                       f"{r['onnxruntime']['cosine']:.5f} |")
+                       f"{r['onnxruntime']['cosine']:.5f} | {r['exact']['cosine']:.5f} |")
     return "\n".join(out)
 
 
@@ -131,12 +149,17 @@ def main(argv=None):
     ap.add_argument("--no-digits", action="store_true")
     ap.add_argument("--calib", type=int, default=4, help="calibration pages (real models)")
     ap.add_argument("--test", default="cls=96,det=16,rec=16", help="held-out pages per model")
-    ap.add_argument("--quick", action="store_true", help="MinMax only")
+    ap.add_argument("--quick", action="store_true", help="MinMax only (static methods)")
+    ap.add_argument("--dynamic", action="store_true",
+                    help="PP-OCR: also quantize_dynamic rows of qrt and onnxruntime (+pre)")
+    ap.add_argument("--no-static", action="store_true",
+                    help="PP-OCR: skip the quantize_static rows")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "compare_quantizers.json"))
     args = ap.parse_args(argv)
     n_test = {k: int(v) for k, v in (kv.split("=") for kv in args.test.split(","))}
     qrt_methods = ("minmax",) if args.quick else QRT_METHODS
     ort_methods = ("minmax",) if args.quick else tuple(ORT_METHODS)
+    real_qrt, real_ort = ((), ()) if args.no_static else (qrt_methods, ort_methods)
     t0 = time.time()
     import onnxruntime
 
@@ -144,6 +167,8 @@ def main(argv=None):
     report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
                           "qrt": getattr(qrt, "__version__", "")},
+              "command": "python bench/compare_quantizers.py " + " ".join(
+                  sys.argv[1:] if argv is None else argv),
               "digits": [], "real": []}
     if not args.no_digits:
         print("digits models ...", file=sys.stderr)
@@ -154,9 +179,12 @@ def main(argv=None):
                   file=sys.stderr)
             continue
         print(f"PP-OCR {name} ...", file=sys.stderr)
-        report["real"].append(compare_real(name, n_calib=args.calib, n_test=n_test.get(name, 8),
-                                           qrt_methods=qrt_methods, ort_methods=ort_methods,
-                                           progress=_say))
+        t1 = time.time()
+        res = compare_real(name, n_calib=args.calib, n_test=n_test.get(name, 8),
+                           qrt_methods=real_qrt, ort_methods=real_ort, dynamic=args.dynamic,
+                           progress=_say)
+        res["seconds"] = round(time.time() - t1, 1)
+        report["real"].append(res)
     report["seconds"] = round(time.time() - t0, 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
@@ -165,7 +193,9 @@ def main(argv=None):
         print("\n" + digits_markdown(report["digits"]))
     if report["real"]:
         cal = ", ".join(f"{r['model'].replace('.onnx', '')} {r['n_test']}" for r in report["real"])
-        print(f"\nPP-OCR: {args.calib} calibration pages; held-out pages: {cal}\n")
+        cal_s = ("no calibration (dynamic only)" if args.no_static
+                 else f"{args.calib} calibration pages")
+        print(f"\nPP-OCR: {cal_s}; held-out pages: {cal}\n")
         print(real_markdown(report["real"]))
     print(f"\nwritten {args.out} ({report['seconds']} s)")
 

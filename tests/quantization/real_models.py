@@ -7,7 +7,10 @@ evaluated as written, in float); its output is compared with the FP32 model's (o
 
 onnxruntime's quantizer is run twice: straight on the model (`onnxruntime`, its first documented
 example) and after its own recommended pre-processing, `quant_pre_process` (`onnxruntime+pre`:
-shape inference, constant folding, BatchNorm fusion).
+shape inference, constant folding, BatchNorm fusion). With `dynamic=True`, compare_real adds
+`quantize_dynamic` rows (method "dynamic"): qrt's default format and onnxruntime's
+(per_channel=True, QInt8 weights), straight and pre-processed; where onnxruntime's quantizer raises
+(straight on PP-OCR det/rec), the row holds "error" (exception type and message) instead of metrics.
 
 Used by bench/compare_quantizers.py (the full table) and tests/quantization/test_real_models.py.
 """
@@ -94,17 +97,7 @@ def ort_quantize(src: str, dst: str, calib: list[dict], method: str = "minmax",
     with warnings.catch_warnings(), _quiet_root_logger(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         if preprocess:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-            # Per-channel QDQ needs opset 13 (DequantizeLinear's axis); quantize_static does not
-            # upgrade a pre-processed opset-11/12 model and writes an invalid one, so upgrade first.
-            m = onnx.load(src)
-            if _opset(m) < 13:
-                from onnx import version_converter
-                m = version_converter.convert_version(m, 13)
-            up, pre = dst[:-5] + "_opset13.onnx", dst[:-5] + "_pre.onnx"
-            onnx.save(m, up)
-            quant_pre_process(up, pre, skip_symbolic_shape=True)  # sympy not needed: static shapes
-            src = pre
+            src = _ort_preprocess(src, dst)
         extra = {"CalibPercentile": 99.99} if method == "percentile" else {}
         quantize_static(src, dst, _Reader(calib), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8,
@@ -112,6 +105,41 @@ def ort_quantize(src: str, dst: str, calib: list[dict], method: str = "minmax",
                         calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
                         extra_options=extra)
     return dst
+
+
+def _ort_preprocess(src: str, dst: str) -> str:
+    """onnxruntime's recommended pre-processing (`quant_pre_process`) of `src`, written next to
+    `dst`; returns the pre-processed model's path. Callers silence warnings/logging."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    # Per-channel QDQ needs opset 13 (DequantizeLinear's axis); quantize_static does not
+    # upgrade a pre-processed opset-11/12 model and writes an invalid one, so upgrade first.
+    m = onnx.load(src)
+    if _opset(m) < 13:
+        from onnx import version_converter
+        m = version_converter.convert_version(m, 13)
+    up, pre = dst[:-5] + "_opset13.onnx", dst[:-5] + "_pre.onnx"
+    onnx.save(m, up)
+    quant_pre_process(up, pre, skip_symbolic_shape=True)  # sympy not needed: static shapes
+    return pre
+
+
+def ort_quantize_dynamic(src: str, dst: str, preprocess: bool = False) -> str:
+    """onnxruntime's `quantize_dynamic` as its docs show it (per-channel s8 weights), straight on
+    `src` or after `quant_pre_process` (the same pre-processing as ort_quantize's)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    import contextlib
+    import sys
+    with warnings.catch_warnings(), _quiet_root_logger(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        if preprocess:
+            src = _ort_preprocess(src, dst)
+        quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+    return dst
+
+
+def _error(e: BaseException) -> str:
+    """One line: exception type and message."""
+    return " ".join(f"{type(e).__name__}: {e}".split())
 
 
 def _opset(m: onnx.ModelProto) -> int:
@@ -155,7 +183,9 @@ def compare_real(name: str, *, n_calib: int = 4, n_test: int = 8,
                  runtimes=RUNTIMES, qrt_options: dict | None = None, keep_dir: str | None = None,
                  dynamic: bool = False, progress=None) -> dict:
     """Quantize model `name` with both tools on `n_calib` pages and evaluate on `n_test` other
-    pages. Returns {"model", "n_calib", "n_test", "rows": [{tool, method, runtime: metrics}]}."""
+    pages. Returns {"model", "n_calib", "n_test", "rows": [{tool, method, runtime: metrics}]};
+    with `dynamic`, also quantize_dynamic rows (method "dynamic"; an onnxruntime row whose
+    quantizer raised holds {"error": "Type: message"} instead of metrics)."""
     from qrt.quantization import quantize_static
     src = real_model_path(name)
     if src is None:
@@ -186,20 +216,22 @@ def compare_real(name: str, *, n_calib: int = 4, n_test: int = 8,
                              **{rt: metrics(ref, run_model(dst, test, rt)) for rt in runtimes}})
                 say(rows[-1])
         if dynamic:  # quantize_dynamic of both tools (no calibration), per-channel s8 weights
-            from onnxruntime.quantization import QuantType
-            from onnxruntime.quantization import quantize_dynamic as ort_dynamic
-
             from qrt.quantization import quantize_dynamic
             dst = os.path.join(out_dir, f"{name}_qrt_dynamic.onnx")
             quantize_dynamic(src, dst)
             rows.append({"tool": "qrt", "method": "dynamic",
                          **{rt: metrics(ref, run_model(dst, test, rt)) for rt in runtimes}})
             say(rows[-1])
-            dst = os.path.join(out_dir, f"{name}_onnxruntime_dynamic.onnx")
-            with warnings.catch_warnings(), _quiet_root_logger():
-                warnings.simplefilter("ignore")
-                ort_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
-            rows.append({"tool": "onnxruntime", "method": "dynamic",
-                         **{rt: metrics(ref, run_model(dst, test, rt)) for rt in runtimes}})
-            say(rows[-1])
+            for pre in ort_preprocess:
+                tool = "onnxruntime+pre" if pre else "onnxruntime"
+                dst = os.path.join(out_dir, f"{name}_{tool.replace('+', '_')}_dynamic.onnx")
+                try:  # onnxruntime's quantize_dynamic raises straight on PP-OCR det/rec
+                    ort_quantize_dynamic(src, dst, pre)
+                except Exception as e:  # noqa: BLE001 - recorded as the row's result
+                    rows.append({"tool": tool, "method": "dynamic", "error": _error(e)})
+                else:
+                    rows.append({"tool": tool, "method": "dynamic",
+                                 **{rt: metrics(ref, run_model(dst, test, rt))
+                                    for rt in runtimes}})
+                say(rows[-1])
     return {"model": REAL_MODELS[name], "n_calib": n_calib, "n_test": n_test, "rows": rows}
