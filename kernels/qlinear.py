@@ -85,6 +85,15 @@ def pack_weight(w: np.ndarray, zero_point=0, path: str | None = None) -> PackedW
 
 
 # ------------------------------------------------------------------------------------- epilogue
+def _padded(v, dtype) -> np.ndarray:
+    """A writable (n,) copy of `v` whose buffer extends to a multiple of 16 entries (zeros): the
+    register epilogue of the avx2 micro-kernel loads a panel's 16 columns at once."""
+    n = v.shape[0]
+    buf = np.zeros(-(-max(n, 1) // 16) * 16, dtype)
+    buf[:n] = v
+    return buf[:n]
+
+
 def _ep_args(ep: Epilogue | None, n: int):
     """Epilogue record -> (mode, bias int32 (n,), mult float32 (n,), zpf, lof, hif) for the kernels."""
     from qrt.kernels.cpu import common
@@ -93,10 +102,11 @@ def _ep_args(ep: Epilogue | None, n: int):
                 np.float32(-np.inf), np.float32(np.inf))
     # Own, writable copies: broadcast views are read-only, and Numba compiles a separate
     # specialisation of every kernel for read-only arrays.
-    bias = np.zeros(n, np.int32) if ep.bias is None else \
-        np.array(np.broadcast_to(np.asarray(ep.bias).reshape(-1), (n,)), np.int32)
+    bias = _padded(np.zeros(n, np.int32) if ep.bias is None else
+                   np.broadcast_to(np.asarray(ep.bias).reshape(-1), (n,)), np.int32)
     if np.dtype(ep.out_dtype) == np.float32:
-        mult = np.array(np.broadcast_to(np.asarray(ep.scale, np.float32).reshape(-1), (n,)))
+        mult = _padded(np.broadcast_to(np.asarray(ep.scale, np.float32).reshape(-1), (n,)),
+                       np.float32)
         lof = np.float32(-np.inf if ep.lo_f is None else ep.lo_f)
         hif = np.float32(np.inf if ep.hi_f is None else ep.hi_f)
         return common.MODE_F32, bias, mult, np.float32(0), lof, hif
@@ -105,7 +115,8 @@ def _ep_args(ep: Epilogue | None, n: int):
         raise TypeError(f"fast epilogue stores uint8/int8/float32, not {ep.out_dtype}")
     lo = qlo if ep.lo is None else max(ep.lo, qlo)
     hi = qhi if ep.hi is None else min(ep.hi, qhi)
-    mult = np.array(np.broadcast_to(np.asarray(ep.multiplier, np.float32).reshape(-1), (n,)))
+    mult = _padded(np.broadcast_to(np.asarray(ep.multiplier, np.float32).reshape(-1), (n,)),
+                   np.float32)
     return (common.MODE_Q, bias, mult, np.float32(ep.out_zero_point), np.float32(lo),
             np.float32(hi))
 

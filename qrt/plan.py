@@ -95,6 +95,9 @@ _BLAS_STEPS = {("", "Conv"): _conv_macs, ("", "ConvTranspose"): _convt_macs,
                ("qrt", "QMatMulAct"): _matmul_macs}
 
 
+_NO_KWARGS: dict = {}
+
+
 def _blas_wrap(fn, macs, blas, threads):
     """`fn` with numpy's BLAS raised to `threads` for the calls big enough to gain from it."""
     def step(*args, **kw):
@@ -178,11 +181,14 @@ class Plan:
         for k, st in enumerate(self.steps):
             dense = all(i >= 0 for i in st.ins)
             out = st.outs[0] if len(st.outs) == 1 and st.outs[0] >= 0 else -2
-            fn = st.fn
+            fn, kwargs = st.fn, st.kwargs
+            binder = getattr(fn, "bind_step", None)
+            if binder is not None:  # the op binds its attributes once (see ops/fused.py)
+                fn, kwargs = binder(**kwargs), _NO_KWARGS
             macs = _BLAS_STEPS.get((st.node.domain, st.node.op_type)) if blas else None
             if macs is not None:
                 fn = _blas_wrap(fn, macs, blas, self.threads)
-            bound.append((fn, st.ins, dense, out, st.outs, st.kwargs, st.frees, k))
+            bound.append((fn, st.ins, dense, out, st.outs, kwargs, st.frees, k))
         self._bound = bound
 
     def profile_by_op(self, profile: dict) -> dict:
@@ -216,8 +222,12 @@ class Plan:
         blas = self._blas
         if blas is None:
             return self._run(feeds, names, observer, profile)
-        with blas.limit(1):
+        prev = blas.set_blas_threads(1)  # inline, not blas.limit(): once per call
+        try:
             return self._run(feeds, names, observer, profile)
+        finally:
+            if prev is not None and prev != 1:
+                blas.set_blas_threads(prev)
 
     def _run(self, feeds, names, observer, profile):
         vals = list(self.base)

@@ -22,6 +22,9 @@ from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image
                                      pointwise_image, prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
+# 8-bit outputs requantized in the micro-kernel's registers (False: through the int32 tile and
+# common.epilogue_tile, the reference-shaped path; kept for comparison)
+FUSED_REQUANT = True
 NVEC = NR // 8
 
 
@@ -109,6 +112,139 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
 _uk6, _uk5, _uk4, _uk3, _uk2, _uk1 = (_make_ukernel(r) for r in (6, 5, 4, 3, 2, 1))
 
 
+def _make_ukernel_requant(mr: int, cont: bool, nvec: int = NVEC):
+    """The micro-kernel with the requantize epilogue (mode 1) applied in registers, storing 8-bit
+    codes straight to the output: no int32 tile round trip, and vector arithmetic where the tile
+    epilogue was scalar. Accumulators start at zero (`cont` False: the whole K in this call) or
+    from the int32 tile at c_addr (`cont` True: the last K chunk after earlier ones).
+    Per element, exactly common.requant_one: saturating int32 add of the bias (= clip of the int64
+    sum), float32 conversion, float32 multiply (no FMA contraction: plain IR fmul/fadd), rint
+    (ties to even), + zero point, clamp to [lof, hif], truncation, low byte stored.
+    out_addr: byte address of C[0, 0]; rs / cs: byte strides of a row / a column of the output
+    (a transposed NCHW view has rs = 1); only the first `ncols` (<= 16) columns are stored.
+    bias_addr / mult_addr: int32 / float32 vectors of this panel's 16 columns (readable past n:
+    the epilogue vectors are allocated padded to 16)."""
+
+    @intrinsic
+    def ukernel(typingctx, a_addr, b_addr, kp2, c_addr, ldc, out_addr, rs, cs, ncols, bias_addr,
+                mult_addr, zpf, lof, hif):
+        ip = types.intp
+        sig = types.void(ip, ip, ip, ip, ip, ip, ip, ip, ip, ip, ip, types.float32, types.float32,
+                         types.float32)
+
+        def codegen(context, builder, signature, args):
+            (a_addr, b_addr, kp2, c_addr, ldc, out_addr, rs, cs, ncols, bias_addr, mult_addr, zpf,
+             lof, hif) = args
+            i64, i32, i16, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(16), ir.IntType(8)
+            f32 = ir.FloatType()
+            v8i32, v16i16, v8f32 = ir.VectorType(i32, 8), ir.VectorType(i16, 16), ir.VectorType(f32, 8)
+            mod = builder.module
+            pmadd = cgutils.get_or_insert_function(
+                mod, ir.FunctionType(v8i32, [v16i16, v16i16]), "llvm.x86.avx2.pmadd.wd")
+            sadd = cgutils.get_or_insert_function(
+                mod, ir.FunctionType(v8i32, [v8i32, v8i32]), "llvm.sadd.sat.v8i32")
+            rint = cgutils.get_or_insert_function(mod, ir.FunctionType(v8f32, [v8f32]),
+                                                  "llvm.rint.v8f32")
+            c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
+            zero8 = ir.Constant(v8i32, None)
+            bstride = 32 * nvec
+
+            if cont:
+                c_rows = [builder.add(c_addr, builder.mul(c64(r), ldc)) for r in range(mr)]
+                acc0 = []
+                for r in range(mr):
+                    for j in range(nvec):
+                        p = builder.inttoptr(builder.add(c_rows[r], c64(32 * j)),
+                                             v8i32.as_pointer())
+                        acc0.append(builder.load(p, align=4))
+            else:
+                acc0 = [zero8] * (mr * nvec)
+            a_rows = [builder.add(a_addr, c64(4 * r)) for r in range(mr)]
+
+            entry = builder.block
+            loop = builder.append_basic_block("qrt_ukq_loop")
+            done = builder.append_basic_block("qrt_ukq_done")
+            builder.cbranch(builder.icmp_signed(">", kp2, c64(0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64, "k")
+            k.add_incoming(c64(0), entry)
+            phis = []
+            for v in acc0:
+                ph = builder.phi(v8i32)
+                ph.add_incoming(v, entry)
+                phis.append(ph)
+            boff = builder.add(b_addr, builder.mul(k, c64(bstride)))
+            bvec = []
+            for j in range(nvec):
+                p = builder.inttoptr(builder.add(boff, c64(32 * j)), v16i16.as_pointer())
+                bvec.append(builder.load(p, align=2))
+            koff = builder.mul(k, c64(4 * MR))
+            new = []
+            for r in range(mr):
+                p = builder.inttoptr(builder.add(a_rows[r], koff), i32.as_pointer())
+                sv = builder.load(p, align=2)
+                bc = builder.insert_element(ir.Constant(v8i32, ir.Undefined), sv,
+                                            ir.Constant(i32, 0))
+                bc = builder.shuffle_vector(bc, ir.Constant(v8i32, ir.Undefined), zero8)
+                av = builder.bitcast(bc, v16i16)
+                for j in range(nvec):
+                    prod = builder.call(pmadd, [av, bvec[j]])
+                    new.append(builder.add(phis[r * nvec + j], prod))
+            k1 = builder.add(k, c64(1))
+            k.add_incoming(k1, builder.block)
+            for ph, v in zip(phis, new):
+                ph.add_incoming(v, builder.block)
+            builder.cbranch(builder.icmp_signed("<", k1, kp2), loop, done)
+
+            builder.position_at_end(done)
+            final = []
+            for idx, v0 in enumerate(acc0):
+                ph = builder.phi(v8i32)
+                ph.add_incoming(v0, entry)
+                ph.add_incoming(new[idx], loop)
+                final.append(ph)
+
+            def splat(x):
+                v = builder.insert_element(ir.Constant(v8f32, ir.Undefined), x, ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, ir.Constant(v8f32, ir.Undefined), zero8)
+            zv, lov, hiv = splat(zpf), splat(lof), splat(hif)
+            bias_v, mult_v = [], []
+            for j in range(nvec):
+                bias_v.append(builder.load(builder.inttoptr(builder.add(bias_addr, c64(32 * j)),
+                                                            v8i32.as_pointer()), align=4))
+                mult_v.append(builder.load(builder.inttoptr(builder.add(mult_addr, c64(32 * j)),
+                                                            v8f32.as_pointer()), align=4))
+            codes = []  # per row, per vector: <8 x i8>
+            for idx, acc in enumerate(final):
+                j = idx % nvec
+                y = builder.sitofp(builder.call(sadd, [acc, bias_v[j]]), v8f32)
+                y = builder.fmul(y, mult_v[j])
+                y = builder.fadd(builder.call(rint, [y]), zv)
+                y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
+                y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
+                codes.append(builder.trunc(builder.fptosi(y, v8i32), ir.VectorType(i8, 8)))
+            row_addr = [builder.add(out_addr, builder.mul(c64(r), rs)) for r in range(mr)]
+            for c in range(8 * nvec):  # column by column: guarded when the panel is partial
+                with builder.if_then(builder.icmp_signed("<", c64(c), ncols), likely=True):
+                    col_off = builder.mul(c64(c), cs)
+                    for r in range(mr):
+                        byte = builder.extract_element(codes[r * nvec + c // 8],
+                                                       ir.Constant(i32, c % 8))
+                        ptr = builder.inttoptr(builder.add(row_addr[r], col_off), i8.as_pointer())
+                        builder.store(byte, ptr)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return ukernel
+
+
+_ukq = {(r, c): _make_ukernel_requant(r, c) for r in (6, 5, 4, 3, 2, 1) for c in (False, True)}
+_ukq6, _ukq5, _ukq4, _ukq3, _ukq2, _ukq1 = (_ukq[(r, False)] for r in (6, 5, 4, 3, 2, 1))
+_ukc6, _ukc5, _ukc4, _ukc3, _ukc2, _ukc1 = (_ukq[(r, True)] for r in (6, 5, 4, 3, 2, 1))
+
+
 @njit(cache=True, inline="always")
 def _ukernel(mr, a_addr, b_addr, kp2, c_addr, ldc):
     if mr == 6:
@@ -123,6 +259,96 @@ def _ukernel(mr, a_addr, b_addr, kp2, c_addr, ldc):
         _uk2(a_addr, b_addr, kp2, c_addr, ldc)
     elif mr == 1:
         _uk1(a_addr, b_addr, kp2, c_addr, ldc)
+
+
+@njit(cache=True, inline="always")
+def _ukernel_requant(mr, cont, a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                     m_addr, zpf, lof, hif):
+    if cont:
+        if mr == 6:
+            _ukc6(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 5:
+            _ukc5(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 4:
+            _ukc4(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 3:
+            _ukc3(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 2:
+            _ukc2(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 1:
+            _ukc1(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+    else:
+        if mr == 6:
+            _ukq6(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 5:
+            _ukq5(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 4:
+            _ukq4(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 3:
+            _ukq3(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 2:
+            _ukq2(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 1:
+            _ukq1(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+
+
+@njit(cache=True, inline="always")
+def _gemm_task_requant(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q):
+    """`_gemm_task` for the 8-bit epilogue (mode 1), fused into the micro-kernel: a single-chunk K
+    (the common small layer) needs no int32 tile at all; a longer K accumulates its earlier
+    chunks in the tile and requantizes in the last one. bias/mult are readable to a multiple of
+    16 entries (see qlinear._ep_args)."""
+    np_, kp2, _ = b.shape
+    atile = kp2 * MR * 4
+    ib = t // nnb
+    jb = t - ib * nnb
+    r0 = ib * mb
+    rows = min(mb, m - r0)
+    p0 = jb * npb
+    pn = min(npb, np_ - p0)
+    a0 = a.ctypes.data + (r0 // MR) * atile
+    b0 = b.ctypes.data
+    rs = out_q.strides[0]
+    cs = out_q.strides[1]
+    o0 = out_q.ctypes.data + r0 * rs
+    bias0 = bias.ctypes.data
+    mult0 = mult.ctypes.data
+    kl_last = kp2 - (kp2 - 1) // kc2 * kc2 if kp2 > 0 else 0
+    k_last = kp2 - kl_last
+    ldc = pn * NR * 4
+    tile = np.zeros((mb if k_last > 0 else 0, pn * NR), np.int32)
+    t0 = tile.ctypes.data
+    if k_last > 0:  # earlier K chunks into an int32 tile
+        for k0 in range(0, k_last, kc2):
+            kl = min(kc2, k_last - k0)
+            for p in range(pn):
+                bp = b0 + ((p0 + p) * kp2 + k0) * (4 * NR)
+                for i in range(0, rows, MR):
+                    _ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
+                             t0 + i * ldc + p * (4 * NR), ldc)
+    for p in range(pn):
+        col = (p0 + p) * NR
+        ncols = min(NR, n - col)
+        bp = b0 + ((p0 + p) * kp2 + k_last) * (4 * NR)
+        for i in range(0, rows, MR):
+            _ukernel_requant(min(MR, rows - i), k_last > 0,
+                             a0 + (i // MR) * atile + k_last * (4 * MR), bp, kl_last,
+                             t0 + i * ldc + p * (4 * NR), ldc, o0 + i * rs + col * cs, rs, cs,
+                             ncols, bias0 + col * 4, mult0 + col * 4, zpf, lof, hif)
+    if k_last > 0:
+        tile[0, 0] += 0  # a use after the raw-address calls keeps the tile alive until here
 
 
 @njit(cache=True, inline="always")
@@ -164,6 +390,10 @@ def gemm(a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f
     applies the epilogue to it right away."""
     nmb = (m + mb - 1) // mb
     nnb = (b.shape[0] + npb - 1) // npb
+    if mode == 1 and FUSED_REQUANT:
+        for t in prange(nmb * nnb):
+            _gemm_task_requant(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q)
+        return
     for t in prange(nmb * nnb):
         _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f,
                    out_i)
@@ -174,6 +404,10 @@ def gemm_serial(a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q
     """`gemm` on the calling thread: for work too small to pay for a parallel launch."""
     nmb = (m + mb - 1) // mb
     nnb = (b.shape[0] + npb - 1) // npb
+    if mode == 1 and FUSED_REQUANT:
+        for t in range(nmb * nnb):
+            _gemm_task_requant(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q)
+        return
     for t in range(nmb * nnb):
         _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f,
                    out_i)

@@ -230,9 +230,13 @@ def qglobal_avg(x, zx, m, zy, lo, hi, out):
     n, c, s = x.shape
     for i in range(n):
         for j in range(c):
+            # int32 partial sums (vectorise; 255 * 2**23 < 2**31), added up in int64
             acc = np.int64(0)
-            for k in range(s):
-                acc += np.int64(x[i, j, k])
+            for k0 in range(0, s, 1 << 23):
+                part = np.int32(0)
+                for k in range(k0, min(s, k0 + (1 << 23))):
+                    part += np.int32(x[i, j, k])
+                acc += np.int64(part)
             v = np.rint(np.float64(acc - zx * s) * m) + zy
             if v < lo:
                 v = lo

@@ -19,6 +19,8 @@ Numerics (DESIGN.md, numerics contract):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from qrt.kernels import qlinear as _ql
@@ -125,14 +127,7 @@ def qgemm(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
             state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier, scale, y_zp,
             lo, hi, lo_f, hi_f, bias_f, post_table, post_lo, ctx)
     if fast:
-        fn, head, shape2, out2, out_shape, out_dt, slot = fast
-        out = np.empty(out2, out_dt)
-        a8 = np.ascontiguousarray(x).reshape(shape2).view(np.uint8)
-        if slot == 0:
-            fn(a8, *head, out.view(np.uint8), _D2F, _D2I)
-        else:
-            fn(a8, *head, _D2U, out, _D2I)
-        return out.reshape(out_shape)
+        return _run_fast_gemm(fast, x)
     n, k = w.shape
     lead = x.shape[:-1]
     a = np.ascontiguousarray(x.reshape(-1, k))
@@ -163,6 +158,37 @@ _D2U, _D2F, _D2I = (np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.float32),
                     np.zeros((1, 1), np.int32))
 
 
+def _run_fast_gemm(fast, x):
+    fn, head, shape2, out2, out_shape, out_dt, slot = fast
+    out = np.empty(out2, out_dt)
+    a8 = np.ascontiguousarray(x).reshape(shape2).view(np.uint8)
+    if slot == 0:
+        fn(a8, *head, out.view(np.uint8), _D2F, _D2I)
+    else:
+        fn(a8, *head, _D2U, out, _D2I)
+    return out.reshape(out_shape)
+
+
+def _bind_fused(op, run_fast):
+    """A plan step for a fused integer op (QGemm/QConv) with its attributes bound once: the call
+    then costs a dict lookup plus the kernel when the per-input-shape fast call is ready (the
+    plan's keyword passing of ~25 attributes alone took ~1.3 us a call)."""
+    def bind(**kw):
+        if kw.get("state") is None:
+            kw["state"] = {}
+        state = kw["state"]
+
+        def step(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None):
+            fast = state.get(("fast", x.shape, x.dtype))
+            if fast and x_scale_in is None:
+                return run_fast(fast, x)
+            return op(x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f, **kw)
+        step.__wrapped__ = op
+        return step
+    op.bind_step = bind
+    return op
+
+
 def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
                        scale, y_zp, lo, hi, lo_f, hi_f, bias_f, post_table, post_lo, ctx):
     """QGemm's per-input-shape call, like `_prepare_fast_conv`: one Numba call (pack A, GEMM,
@@ -187,7 +213,7 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
         ep = state["ep"] = make_epilogue(n, out_dtype, bias, x_scale, None, w_scale, multiplier,
                                          scale, y_zp, lo, hi, lo_f, hi_f)
     mode, bs, mult, zpf, lof, hif = _ql._ep_args(ep, n)
-    m = int(np.prod(x.shape[:-1], dtype=np.int64))
+    m = math.prod(x.shape[:-1])
     b = pw.data["b"]
     threads = _threads_for(m * n * k, ctx.threads)
     mb, npb, kc = _ql._blocking(path, m, b.shape[0], threads)
@@ -405,6 +431,9 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     return (fn, head, x4shape, (n, m, p), (n, m) + tuple(out_sp), out_dt, slot)
 
 
+_bind_fused(qgemm, _run_fast_gemm)
+
+
 def _run_fast_conv(fast, x):
     fn, head, x4shape, out3, out_shape, out_dt, slot = fast
     x8 = np.ascontiguousarray(x).reshape(x4shape).view(np.uint8)
@@ -414,6 +443,9 @@ def _run_fast_conv(fast, x):
     else:
         fn(x8, *head, _D3[np.dtype(np.uint8)], out, _D3[np.dtype(np.int32)])
     return out.reshape(out_shape)
+
+
+_bind_fused(qconv, _run_fast_conv)
 
 
 def _qconv_any(x, w, w_zp, bias, x_scale_in, x_zp_in, bias_f, x_scale, x_zp, w_scale, out_dtype,
@@ -605,7 +637,7 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
     kk = a.shape[-1]
     odt = np.dtype(out_dtype)
     if (odt in _INT8 or odt == np.float32) and a.dtype in _INT8 and b.dtype in _INT8 \
-            and kk <= _ref.max_exact_k() and mm * nn * kk * max(1, int(np.prod(batch))) < (1 << 22):
+            and kk <= _ref.max_exact_k() and mm * nn * kk * max(1, math.prod(batch)) < (1 << 22):
         # Small attention-sized products: one Numba pass (exact int32 sums, shared epilogue);
         # larger ones go through BLAS below.
         mode, bias, mult, zpf, lof, hif = _ql._ep_args(ep, nn)
@@ -759,10 +791,10 @@ def qglobal_average_pool(x, *, x_scale, x_zp, y_scale, y_zp, out_dtype, kernel):
         raise ValueError(f"QGlobalAveragePool takes (N, C, ...) 8-bit input, got {x.dtype}"
                          f"{list(x.shape)}")
     n, c = x.shape[:2]
-    hw = int(np.prod(x.shape[2:], dtype=np.int64))
+    hw = math.prod(x.shape[2:])  # math.prod: np.prod on a shape tuple costs microseconds
     lo, hi = _ref.qrange(odt)
     out = np.empty((n, c), odt)
-    m = np.float64(x_scale) / (np.float64(y_scale) * max(hw, 1))
+    m = float(x_scale) / (float(y_scale) * max(hw, 1))  # Python floats are float64
     _float_ops().qglobal_avg(np.ascontiguousarray(x).reshape(n, c, hw), np.int64(x_zp), m,
-                             np.float64(y_zp), np.float64(lo), np.float64(hi), out.view(np.uint8))
+                             float(y_zp), float(lo), float(hi), out.view(np.uint8))
     return out.reshape((n, c) + (1,) * (x.ndim - 2))

@@ -277,7 +277,7 @@ def _scalar_scale(s) -> bool:
 def _quantize_8bit_fast(x, s, z, output_dtype):
     """Per-tensor float32 -> uint8/int8 in one Numba pass, or None when the general path is needed.
     Same arithmetic as the general path: float32 x / float32 s, rint, + zp, NaN -> qmin, clamp."""
-    if (type(x) is not np.ndarray or x.dtype != _F32 or not _scalar_scale(s) or x.size < 16
+    if (type(x) is not np.ndarray or x.dtype != _F32 or not _scalar_scale(s)
             or (z is not None and (type(z) is not np.ndarray or z.size != 1
                                    or z.dtype not in (_U8, _S8)))
             or (output_dtype and (z is None or output_dtype != (2 if z.dtype == _U8 else 3)))):
@@ -295,7 +295,7 @@ def _quantize_8bit_fast(x, s, z, output_dtype):
 
 def _dequantize_8bit_fast(x, s, z, output_dtype):
     if (type(x) is not np.ndarray or x.dtype not in (_U8, _S8) or not _scalar_scale(s)
-            or x.size < 16 or output_dtype not in (0, 1)
+            or output_dtype not in (0, 1)
             or (z is not None and (type(z) is not np.ndarray or z.size != 1 or z.dtype != x.dtype
                                    or z.ndim > 1))):
         return None
