@@ -138,6 +138,9 @@ CONV_CASES = [
     (1, 64, 130, 3, 1, 1, 1, np.int8, "float32", False, 2),
     (2, 7, 9, 3, 1, 3, 2, np.int8, "uint8", True, 1),
     (1, 33, 65, 1, 1, 0, 1, np.int8, "int8", False, 1),
+    # K = 360: more than one K chunk (the register epilogue continues from the int32 tile)
+    (1, 40, 70, 3, 1, 1, 1, np.uint8, "uint8", False, 1),
+    (1, 40, 70, 3, 1, 1, 1, np.int8, "int8", True, 2),
 ]
 
 
@@ -174,7 +177,9 @@ def test_one_call_conv_on_every_path(variant, case, monkeypatch):
 @pytest.mark.parametrize("variant", _variants())
 @pytest.mark.parametrize("m,kdim,n,xdt,out,threads", [
     (1, 37, 10, np.uint8, "uint8", 1), (50, 300, 130, np.int8, "int8", 1),
-    (97, 256, 700, np.uint8, "float32", 2), (7, 64, 65, np.int8, "uint8", 1)])
+    (97, 256, 700, np.uint8, "float32", 2), (7, 64, 65, np.int8, "uint8", 1),
+    (50, 700, 130, np.int8, "int8", 1), (61, 1030, 33, np.uint8, "uint8", 2),
+    (200, 1024, 130, np.uint8, "uint8", 2)])  # 26.6M MACs: the parallel GEMM
 def test_one_call_gemm_on_every_path(variant, m, kdim, n, xdt, out, threads, monkeypatch):
     rng = np.random.default_rng(11)
     lo = 0 if xdt == np.uint8 else -128
