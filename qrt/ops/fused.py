@@ -781,6 +781,44 @@ def qmul(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel
     return _saturate(np.rint(p.astype(np.float32) * m), y_zp, out_dtype)
 
 
+def _bind_binary(op, flat, quad, chan, consts_of):
+    """Plan step of QAdd/QMul with the float constants of its attributes computed once (they cost
+    more than the Numba pass on small tensors); the same arithmetic as the op."""
+    def bind(**kw):
+        consts, swapped = consts_of(kw)
+        fo = _float_ops()
+        kernels = (getattr(fo, flat), getattr(fo, quad), getattr(fo, chan))
+        out_dtype = kw["out_dtype"]
+
+        def step(a, b):
+            if a.size < b.size and a.ndim <= b.ndim:
+                y = _binary_fast(*kernels, b, a, out_dtype, swapped)
+            else:
+                y = _binary_fast(*kernels, a, b, out_dtype, consts)
+            return y if y is not None else op(a, b, **kw)
+        step.__wrapped__ = op
+        return step
+    op.bind_step = bind
+    return op
+
+
+def _qadd_consts(kw):
+    ma = np.float32(np.float64(kw["a_scale"]) / np.float64(kw["y_scale"]))
+    mb = np.float32(np.float64(kw["b_scale"]) / np.float64(kw["y_scale"]))
+    za, zb, zy = np.int32(kw["a_zp"]), np.int32(kw["b_zp"]), np.float32(kw["y_zp"])
+    return (za, zb, ma, mb, zy), (zb, za, mb, ma, zy)
+
+
+def _qmul_consts(kw):
+    m = np.float32(np.float64(kw["a_scale"]) * np.float64(kw["b_scale"]) / np.float64(kw["y_scale"]))
+    za, zb, zy = np.int32(kw["a_zp"]), np.int32(kw["b_zp"]), np.float32(kw["y_zp"])
+    return (za, zb, m, zy), (zb, za, m, zy)
+
+
+_bind_binary(qadd, "qadd_flat", "qadd_4d", "qadd_chan", _qadd_consts)
+_bind_binary(qmul, "qmul_flat", "qmul_4d", "qmul_chan", _qmul_consts)
+
+
 @register("QGlobalAveragePool", domain="qrt", since=1, attrs={
     "x_scale": None, "x_zp": 0, "y_scale": None, "y_zp": 0, "out_dtype": "uint8", "kernel": ""})
 def qglobal_average_pool(x, *, x_scale, x_zp, y_scale, y_zp, out_dtype, kernel):

@@ -42,7 +42,9 @@ def test_qadd_qmul_match_numpy_twin(seed, k, op, dts):
     za, zb, zy = (int(rng.integers(*ref.qrange(d), endpoint=True)) for d in (da, db, dy))
     kw = dict(a_scale=sa, a_zp=za, b_scale=sb, b_zp=zb, y_scale=sy, y_zp=zy,
               out_dtype=np.dtype(dy).name, kernel="")
-    got = (qadd if op == "add" else qmul)(a, b, **kw)
+    fn = qadd if op == "add" else qmul
     want = _twin(op, a, b, sa, za, sb, zb, sy, zy, dy)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_array_equal(got, want)
+    # the op as called directly, and as the plan runs it (attributes bound once)
+    for got in (fn(a, b, **kw), fn.bind_step(**kw)(a, b)):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
