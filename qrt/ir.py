@@ -58,6 +58,8 @@ class Graph:
     metadata: dict[str, str] = field(default_factory=dict)  # the model's metadata_props
     # (name, op_type) of every node as the file wrote it, for the lowering report.
     source_nodes: list[tuple[str, str]] = field(default_factory=list)
+    # Some initializer came from an external data file (the model's bytes alone do not pin it).
+    external_data: bool = False
 
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}

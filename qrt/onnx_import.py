@@ -283,6 +283,7 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     graph.folded = folded
     graph.source_nodes = order
     graph.metadata = {p.key: p.value for p in proto.metadata_props}
+    graph.external_data = any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer)
     check_graph(graph)
     for node in graph.nodes:
         opdef = resolve(node.op_type, node.domain, opsets[node.domain])

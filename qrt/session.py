@@ -69,15 +69,18 @@ class InferenceSession:
     dynamic_quantization: run float MatMul/Gemm/Conv with int8 weights and activations quantized
         per call (FP32 models, no calibration). Default: on for models written by
         qrt.quantization.quantize_dynamic (they say so in their metadata), off otherwise.
+    cache_graph: also write the lowered graph to qrt's on-disk cache (what `qrt warmup` does), so
+        that a later session of the same model bytes starts without importing onnx or running
+        the passes (qrt.graph_cache; read whenever an entry exists, QRT_GRAPH_CACHE=0 to skip).
     sess_options, providers, provider_options: accepted so that onnxruntime code runs unchanged;
         they are ignored.
     """
 
     def __init__(self, model, sess_options=None, providers=None, provider_options=None, *,
                  threads: int | None = None, optimize: bool = True,
-                 dynamic_quantization: bool | None = None, device: str = "cpu"):
-        from qrt import onnx_import
-        from qrt.passes import run_pipeline
+                 dynamic_quantization: bool | None = None, device: str = "cpu",
+                 cache_graph: bool = False):
+        from qrt import graph_cache
         from qrt.plan import Plan
 
         if threads is None:
@@ -93,15 +96,32 @@ class InferenceSession:
         if device == "cuda":
             from qrt.cuda_device import require_cuda
             self.cuda_info = require_cuda()  # clear error when numba-cuda, a driver or a GPU is missing
-        self._graph = onnx_import.load_graph(model)
-        if dynamic_quantization is None:  # models from qrt's quantize_dynamic ask for it
-            dynamic_quantization = _asks_for_dynamic(self._graph)
+        # The lowered graph from the on-disk cache when `qrt warmup` wrote one (qrt.graph_cache):
+        # no onnx import, no passes.
+        use_cache = device == "cpu" and graph_cache.enabled() and (
+            cache_graph or os.path.isdir(graph_cache.cache_dir()))
+        data = graph_cache.model_bytes(model) if use_cache else None
+        ckey = None if data is None else graph_cache.key(
+            data, optimize=optimize, dynamic_quantization=dynamic_quantization)
+        cached = graph_cache.load(ckey) if ckey is not None else None
+        if cached is not None:
+            self._graph, self._report = cached["graph"], cached["report"]
+            dynamic_quantization = cached["dynamic_quantization"]
+        else:
+            from qrt import onnx_import
+            from qrt.passes import run_pipeline
+            self._graph = onnx_import.load_graph(model)
+            if dynamic_quantization is None:  # models from qrt's quantize_dynamic ask for it
+                dynamic_quantization = _asks_for_dynamic(self._graph)
+            self._report = run_pipeline(self._graph, optimize=optimize,
+                                        dynamic_quantization=dynamic_quantization, device=device)
+            if cache_graph and ckey is not None and not self._graph.external_data:
+                graph_cache.store(ckey, graph=self._graph, report=self._report,
+                                  dynamic_quantization=dynamic_quantization)
         self.dynamic_quantization = dynamic_quantization
         self._inputs = [_arg(t) for t in self._graph.inputs]
         self._kinds = {t.name: t.kind for t in self._graph.inputs}
         self._outputs = [_arg(t) for t in self._graph.outputs]
-        self._report = run_pipeline(self._graph, optimize=optimize,
-                                    dynamic_quantization=dynamic_quantization, device=device)
         if device == "cuda":  # CUDA kernels where they exist, CPU ops elsewhere (qrt.cuda_plan)
             from qrt.cuda_plan import CudaPlan
             self._plan = CudaPlan(self._graph, threads)

@@ -28,18 +28,15 @@ float4, float6, int2/uint2, bfloat16) raise UnsupportedQuantTypeError naming the
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from qrt.errors import InvalidQuantParamsError, QrtError
 from qrt.kernels import ref
 from qrt.ops.registry import register
 
-try:  # onnx depends on ml_dtypes; int4/uint4 tensors arrive as ml_dtypes arrays
-    import ml_dtypes as _mld
-    _INT4 = np.dtype(_mld.int4)
-    _UINT4 = np.dtype(_mld.uint4)
-except ImportError:  # pragma: no cover - without ml_dtypes no int4 tensor can reach us
-    _INT4 = _UINT4 = None
+_INT4 = _UINT4 = None  # ml_dtypes' int4/uint4, set by _load_int4 on first need
 
 
 class UnsupportedQuantTypeError(QrtError, TypeError):
@@ -57,15 +54,31 @@ _ONNX_TYPE_NAMES = {
 _ONNX_TO_NP = {1: np.dtype(np.float32), 2: np.dtype(np.uint8), 3: np.dtype(np.int8),
                4: np.dtype(np.uint16), 5: np.dtype(np.int16), 6: np.dtype(np.int32),
                10: np.dtype(np.float16), 11: np.dtype(np.float64)}
-if _INT4 is not None:
-    _ONNX_TO_NP.update({21: _UINT4, 22: _INT4})
 
 # Quantized integer types and their saturation ranges.
 _QRANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
             np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767)}
-if _INT4 is not None:
-    _QRANGES.update({_UINT4: (0, 15), _INT4: (-8, 7)})
 _INT32_RANGE = (-(2 ** 31), 2 ** 31 - 1)
+
+
+def _load_int4() -> bool:
+    """int4/uint4 (ml_dtypes, which onnx depends on) into the tables, on first need: importing
+    ml_dtypes takes 0.7-1 s, most of a cold start that never meets a 4-bit tensor. A 4-bit
+    tensor is an ml_dtypes array, so ml_dtypes is importable whenever one reaches an op."""
+    global _INT4, _UINT4
+    if _INT4 is None:
+        try:
+            import ml_dtypes as _mld
+        except ImportError:  # pragma: no cover - without ml_dtypes no int4 tensor can reach us
+            return False
+        _INT4, _UINT4 = np.dtype(_mld.int4), np.dtype(_mld.uint4)
+        _ONNX_TO_NP.update({21: _UINT4, 22: _INT4})
+        _QRANGES.update({_UINT4: (0, 15), _INT4: (-8, 7)})
+    return True
+
+
+if "ml_dtypes" in sys.modules:  # already paid for (onnx is loaded): fill the tables now
+    _load_int4()
 
 # ml_dtypes names of the element types qrt leaves out (the conformance harness skips them).
 _OUT_OF_SCOPE_NAMES = {
@@ -92,6 +105,8 @@ def _out_of_scope(dtype, op: str, what: str):
 
 
 def _dtype_of_onnx(elem: int, op: str, what: str) -> np.dtype:
+    if elem in (21, 22):
+        _load_int4()
     if elem in _ONNX_TO_NP:
         return _ONNX_TO_NP[elem]
     name = _ONNX_TYPE_NAMES.get(elem, f"#{elem}")
@@ -104,6 +119,8 @@ def qrange(dtype, op: str = "quantize", what: str = "the quantized tensor") -> t
     """Saturation range of a quantized integer type (uint8/int8/uint16/int16/uint4/int4)."""
     dtype = np.dtype(dtype)
     if dtype in _QRANGES:
+        return _QRANGES[dtype]
+    if dtype.name in ("int4", "uint4") and _load_int4():
         return _QRANGES[dtype]
     if dtype.name in _OUT_OF_SCOPE_NAMES:
         raise _out_of_scope(dtype, op, what)

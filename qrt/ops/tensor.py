@@ -10,10 +10,9 @@ import numpy as np
 
 from qrt.ops.registry import REQUIRED, register  # noqa: F401
 
-try:  # int4/uint4 (and the out-of-scope bfloat16/float8) live in ml_dtypes, which onnx requires
-    import ml_dtypes
-except ImportError:  # pragma: no cover
-    ml_dtypes = None
+# int4/uint4 (and the out-of-scope bfloat16/float8) live in ml_dtypes, which onnx requires; it is
+# imported on first need (see _load_ml_dtypes: the import alone takes 0.7-1 s)
+ml_dtypes = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,14 +111,26 @@ _ELEM_TYPES = {
     11: np.dtype(np.float64), 12: np.dtype(np.uint32), 13: np.dtype(np.uint64),
 }
 _FLOAT8 = {}
-if ml_dtypes is not None:
-    _ELEM_TYPES[16] = np.dtype(ml_dtypes.bfloat16)
-    _ELEM_TYPES[21] = np.dtype(ml_dtypes.uint4)
-    _ELEM_TYPES[22] = np.dtype(ml_dtypes.int4)
-    for _code, _name in ((17, "float8_e4m3fn"), (18, "float8_e4m3fnuz"), (19, "float8_e5m2"),
-                         (20, "float8_e5m2fnuz")):
-        if hasattr(ml_dtypes, _name):
-            _ELEM_TYPES[_code] = _FLOAT8[_code] = np.dtype(getattr(ml_dtypes, _name))
+
+
+def _load_ml_dtypes() -> None:
+    global ml_dtypes
+    if ml_dtypes is not None:
+        return
+    try:
+        import ml_dtypes as mld
+    except ImportError:  # pragma: no cover
+        return
+    ml_dtypes = mld
+    _ELEM_TYPES[16] = np.dtype(mld.bfloat16)
+    _ELEM_TYPES[21] = np.dtype(mld.uint4)
+    _ELEM_TYPES[22] = np.dtype(mld.int4)
+    for code, name in ((17, "float8_e4m3fn"), (18, "float8_e4m3fnuz"), (19, "float8_e5m2"),
+                       (20, "float8_e5m2fnuz")):
+        if hasattr(mld, name):
+            _ELEM_TYPES[code] = _FLOAT8[code] = np.dtype(getattr(mld, name))
+
+
 _TYPE_NAMES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
                8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64",
                14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16", 17: "FLOAT8E4M3FN",
@@ -129,6 +140,8 @@ _TYPE_NAMES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "I
 
 def elem_dtype(to):
     """numpy dtype of an ONNX TensorProto element type code; ValueError when qrt does not run it."""
+    if 16 <= int(to) <= 22:
+        _load_ml_dtypes()
     dt = _ELEM_TYPES.get(int(to))
     if dt is None:
         raise ValueError(f"Cast: target type {_TYPE_NAMES.get(int(to), int(to))} "
