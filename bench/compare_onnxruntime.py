@@ -145,8 +145,15 @@ def cold_start(path: str, feed: dict) -> dict:
         np.savez(feed_path, **feed)
         for label in ("empty_cache", "warm_cache", "after_warmup"):
             if label == "after_warmup":
-                subprocess.run([sys.executable, "-m", "qrt", "warmup", path], env=env,
-                               capture_output=True, check=True)
+                specs = []
+                for i, (k, v) in enumerate(feed.items()):
+                    npy = os.path.join(cache, f"in_{i}.npy")
+                    np.save(npy, v)
+                    specs += ["--input", f"{k}={npy}"]
+                w = subprocess.run([sys.executable, "-m", "qrt", "warmup", path, *specs], env=env,
+                                   capture_output=True, text=True)
+                if w.returncode != 0:
+                    raise RuntimeError(f"qrt warmup {path} failed:\n{w.stderr[-2000:]}")
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, "-c", COLD_SNIPPET, path, feed_path], env=env,
                                capture_output=True, text=True)
@@ -174,7 +181,7 @@ def machine() -> dict:
     import onnxruntime
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "numba": numba.__version__, "onnxruntime": onnxruntime.__version__,
-            "kernel_path": getattr(kcpu, "selected_path", lambda: "?")()}
+            "kernel_path": kcpu.chosen_path()}
 
 
 def main(argv=None):

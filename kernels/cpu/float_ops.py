@@ -269,3 +269,25 @@ def qmatmul_batched(a, b, za, zb, mode, bias, mult, zpf, lof, hif, out_q, out_f)
                 for j in range(n):
                     out_f[t, i, j] = dequant_one(acc[j], bias[j], mult[j], lof, hif)
     return out_q
+
+
+@nb.njit(cache=True, nogil=True)
+def layer_norm_rows(x, scale, bias, eps, out):
+    """out[i] = (x[i] - mean) / sqrt(var + eps) * scale + bias per row of x (R, C) float32, with
+    the mean and the (biased) variance accumulated in float64, the normalisation in float32 as
+    the numpy form does (d * inv, then * scale, + bias)."""
+    r, c = x.shape
+    for i in range(r):
+        s = 0.0
+        for j in range(c):
+            s += np.float64(x[i, j])
+        mean = np.float32(s / c)
+        v = 0.0
+        for j in range(c):
+            d = np.float64(np.float32(x[i, j] - mean))
+            v += d * d
+        var = np.float32(v / c)
+        inv = np.float32(np.float32(1.0) / np.float32(np.sqrt(np.float32(var + np.float32(eps)))))
+        for j in range(c):
+            out[i, j] = np.float32(np.float32(x[i, j] - mean) * inv) * scale[j] + bias[j]
+    return out

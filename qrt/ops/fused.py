@@ -670,6 +670,50 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
     return out
 
 
+def _bind_qmatmul_act(**kw):
+    """Plan step of QMatMulAct: the attention-sized case (same batch dims on both sides, 8-bit
+    operands, small product) straight to the Numba pass with its epilogue vectors made once per
+    output width; everything else through the op (same kernel, same epilogue: bit-identical)."""
+    odt = np.dtype(kw["out_dtype"])
+    za, zb = np.int32(kw["a_zp"]), np.int32(kw["b_zp"])
+    fast_out = odt in _INT8 or odt == np.float32
+    eps: dict = {}
+    kmax = _ref.max_exact_k()
+
+    def step(a, b):
+        if (fast_out and a.ndim >= 2 and a.ndim == b.ndim and a.dtype in _INT8
+                and b.dtype in _INT8 and a.shape[:-2] == b.shape[:-2]):
+            mm, kk = a.shape[-2], a.shape[-1]
+            nn = b.shape[-1]
+            batch = a.shape[:-2]
+            if b.shape[-2] == kk and kk <= kmax and mm * nn * kk * max(1, math.prod(batch)) < (
+                    1 << 22):
+                args = eps.get(nn)
+                if args is None:
+                    ep = make_epilogue(nn, kw["out_dtype"], None, None, None, None,
+                                       kw["multiplier"], kw["scale"], kw["y_zp"], kw["lo"],
+                                       kw["hi"], kw["lo_f"], kw["hi_f"])
+                    args = eps[nn] = _ql._ep_args(ep, nn)
+                mode, bias, mult, zpf, lof, hif = args
+                out = np.empty(batch + (mm, nn), odt)
+                o3 = out.reshape((-1, mm, nn))
+                a3 = np.ascontiguousarray(a).reshape((-1, mm, kk))
+                b3 = np.ascontiguousarray(b).reshape((-1, kk, nn))
+                if odt == np.float32:
+                    _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
+                                                 _D3[np.dtype(np.uint8)], o3)
+                else:
+                    _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
+                                                 o3.view(np.uint8), _D3[np.dtype(np.float32)])
+                return out
+        return qmatmul_act(a, b, **kw)
+    step.__wrapped__ = qmatmul_act
+    return step
+
+
+qmatmul_act.bind_step = _bind_qmatmul_act
+
+
 @register("QLut", domain="qrt", since=1, attrs={"table": None, "in_lo": 0, "kernel": ""})
 def qlut(x, *, table, in_lo, kernel):
     """y = table[x - qmin(x)]: a whole DQ -> float chain -> Q of one input, precomputed per code.
