@@ -13,8 +13,35 @@ from qrt.ops.conv import _tap_slices
 from qrt.ops.registry import REQUIRED, register
 
 
+def _tup(v):
+    return None if v is None else tuple(int(a) for a in v)
+
+
 def _geometry(x_shape, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
-    """(out_spatial, begin_pads, tail_pads_needed, declared_end_pads)."""
+    """(kernel, strides, dilations, out_spatial, begin_pads, tail_pads_needed, declared_end_pads),
+    worked out once per input shape and attributes (it cost more than a small pool itself)."""
+    try:
+        key = (tuple(x_shape), _tup(kernel_shape), _tup(strides) if strides else None,
+               _tup(dilations) if dilations else None, _tup(pads) if pads else None, auto_pad,
+               int(ceil_mode))
+    except (TypeError, ValueError):  # a malformed attribute: let the full check name it
+        return _geometry_uncached(x_shape, kernel_shape, strides, dilations, pads, auto_pad,
+                                  ceil_mode)
+    g = _GEOMETRY.get(key)
+    if g is None:
+        g = _geometry_uncached(x_shape, kernel_shape, strides, dilations, pads, auto_pad,
+                               ceil_mode)
+        if len(_GEOMETRY) > 4096:
+            _GEOMETRY.clear()
+        _GEOMETRY[key] = g
+    kernel, strides, dilations, out, begin, tail, end = g
+    return kernel, strides, dilations, out, list(begin), list(tail), list(end)
+
+
+_GEOMETRY: dict = {}
+
+
+def _geometry_uncached(x_shape, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
     in_sp = tuple(x_shape[2:])
     nd = len(in_sp)
     kernel = tuple(int(k) for k in kernel_shape)
