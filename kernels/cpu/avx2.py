@@ -28,11 +28,78 @@ FUSED_REQUANT = True
 NVEC = NR // 8
 
 
-def _make_ukernel(mr: int, nvec: int = NVEC):
-    """C[0:mr, 0:8*nvec] (int32, row stride ldc bytes) += A[0:mr, 0:2*kp2] . B_panel over kp2 k-pairs.
+_I64, _I32, _I16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
+_V8I32, _V16I16 = ir.VectorType(_I32, 8), ir.VectorType(_I16, 16)
 
-    a_addr: packed A tile, MR (row) pairs of int16 per k-pair (row r at byte 4*r, k-pairs 4*MR apart);
-    b_addr: int16 panel rows of 16*nvec i16 (one per k-pair)."""
+
+def _c64(v):
+    return ir.Constant(_I64, v)
+
+
+def _load_tile(builder, c_addr, ldc, mr, nvec):
+    """The mr x 8*nvec int32 tile at c_addr (row stride ldc bytes) as a list of <8 x i32>."""
+    c_rows = [builder.add(c_addr, builder.mul(_c64(r), ldc)) for r in range(mr)]
+    return [builder.load(builder.inttoptr(builder.add(c_rows[r], _c64(32 * j)),
+                                          _V8I32.as_pointer()), align=4)
+            for r in range(mr) for j in range(nvec)], c_rows
+
+
+def _emit_k_loop(builder, a_addr, b_addr, kp2, acc0, mr, nvec):
+    """acc0 (mr*nvec <8 x i32>, held as loop phis) += A strip . B panel over kp2 k-pairs, one
+    vpmaddwd per (row, vector) and k-pair; returns the final accumulators (phis of the exit
+    block). a_addr: packed A tile (row r at byte 4*r, k-pairs 4*MR bytes apart); b_addr: int16
+    panel rows of 16*nvec i16, one per k-pair."""
+    pmadd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V8I32, [_V16I16, _V16I16]), "llvm.x86.avx2.pmadd.wd")
+    zero8 = ir.Constant(_V8I32, None)
+    bstride = 32 * nvec  # bytes per k-pair row of the panel
+    a_rows = [builder.add(a_addr, _c64(4 * r)) for r in range(mr)]
+
+    entry = builder.block
+    loop = builder.append_basic_block("qrt_uk_loop")
+    done = builder.append_basic_block("qrt_uk_done")
+    builder.cbranch(builder.icmp_signed(">", kp2, _c64(0)), loop, done)
+
+    builder.position_at_end(loop)
+    k = builder.phi(_I64, "k")
+    k.add_incoming(_c64(0), entry)
+    phis = []
+    for v in acc0:
+        ph = builder.phi(_V8I32)
+        ph.add_incoming(v, entry)
+        phis.append(ph)
+    boff = builder.add(b_addr, builder.mul(k, _c64(bstride)))
+    bvec = [builder.load(builder.inttoptr(builder.add(boff, _c64(32 * j)), _V16I16.as_pointer()),
+                         align=2) for j in range(nvec)]
+    koff = builder.mul(k, _c64(4 * MR))
+    new = []
+    for r in range(mr):
+        sv = builder.load(builder.inttoptr(builder.add(a_rows[r], koff), _I32.as_pointer()),
+                          align=2)
+        bc = builder.insert_element(ir.Constant(_V8I32, ir.Undefined), sv, ir.Constant(_I32, 0))
+        bc = builder.shuffle_vector(bc, ir.Constant(_V8I32, ir.Undefined), zero8)
+        av = builder.bitcast(bc, _V16I16)
+        for j in range(nvec):
+            new.append(builder.add(phis[r * nvec + j], builder.call(pmadd, [av, bvec[j]])))
+    k1 = builder.add(k, _c64(1))
+    k.add_incoming(k1, builder.block)
+    for ph, v in zip(phis, new):
+        ph.add_incoming(v, builder.block)
+    builder.cbranch(builder.icmp_signed("<", k1, kp2), loop, done)
+
+    builder.position_at_end(done)
+    final = []
+    for idx, v0 in enumerate(acc0):  # all phis first: they must head the block
+        ph = builder.phi(_V8I32)
+        ph.add_incoming(v0, entry)
+        ph.add_incoming(new[idx], loop)
+        final.append(ph)
+    return final
+
+
+def _make_ukernel(mr: int, nvec: int = NVEC):
+    """C[0:mr, 0:8*nvec] (int32, row stride ldc bytes) += A[0:mr, 0:2*kp2] . B_panel over kp2
+    k-pairs (see _emit_k_loop for the operand formats)."""
 
     @intrinsic
     def ukernel(typingctx, a_addr, b_addr, kp2, c_addr, ldc):
@@ -40,68 +107,12 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
 
         def codegen(context, builder, signature, args):
             a_addr, b_addr, kp2, c_addr, ldc = args
-            i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
-            v8i32, v16i16 = ir.VectorType(i32, 8), ir.VectorType(i16, 16)
-            pmadd = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]), "llvm.x86.avx2.pmadd.wd")
-            c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
-            zero8 = ir.Constant(ir.VectorType(i32, 8), None)
-            bstride = 32 * nvec  # bytes per k-pair row of the panel
-
-            c_rows = [builder.add(c_addr, builder.mul(c64(r), ldc)) for r in range(mr)]
-            a_rows = [builder.add(a_addr, c64(4 * r)) for r in range(mr)]
-            acc0 = []
-            for r in range(mr):
-                for j in range(nvec):
-                    p = builder.inttoptr(builder.add(c_rows[r], c64(32 * j)), v8i32.as_pointer())
-                    acc0.append(builder.load(p, align=4))
-
-            entry = builder.block
-            loop = builder.append_basic_block("qrt_uk_loop")
-            done = builder.append_basic_block("qrt_uk_done")
-            builder.cbranch(builder.icmp_signed(">", kp2, c64(0)), loop, done)
-
-            builder.position_at_end(loop)
-            k = builder.phi(i64, "k")
-            k.add_incoming(c64(0), entry)
-            phis = []
-            for v in acc0:
-                ph = builder.phi(v8i32)
-                ph.add_incoming(v, entry)
-                phis.append(ph)
-            boff = builder.add(b_addr, builder.mul(k, c64(bstride)))
-            bvec = []
-            for j in range(nvec):
-                p = builder.inttoptr(builder.add(boff, c64(32 * j)), v16i16.as_pointer())
-                bvec.append(builder.load(p, align=2))
-            koff = builder.mul(k, c64(4 * MR))
-            new = []
-            for r in range(mr):
-                p = builder.inttoptr(builder.add(a_rows[r], koff), i32.as_pointer())
-                s = builder.load(p, align=2)
-                bc = builder.insert_element(ir.Constant(v8i32, ir.Undefined), s, ir.Constant(i32, 0))
-                bc = builder.shuffle_vector(bc, ir.Constant(v8i32, ir.Undefined), zero8)
-                av = builder.bitcast(bc, v16i16)
-                for j in range(nvec):
-                    prod = builder.call(pmadd, [av, bvec[j]])
-                    new.append(builder.add(phis[r * nvec + j], prod))
-            k1 = builder.add(k, c64(1))
-            k.add_incoming(k1, builder.block)
-            for ph, v in zip(phis, new):
-                ph.add_incoming(v, builder.block)
-            builder.cbranch(builder.icmp_signed("<", k1, kp2), loop, done)
-
-            builder.position_at_end(done)
-            final = []
-            for idx, v0 in enumerate(acc0):  # all phis first: they must head the block
-                ph = builder.phi(v8i32)
-                ph.add_incoming(v0, entry)
-                ph.add_incoming(new[idx], loop)
-                final.append(ph)
-            for idx, ph in enumerate(final):
+            acc0, c_rows = _load_tile(builder, c_addr, ldc, mr, nvec)
+            final = _emit_k_loop(builder, a_addr, b_addr, kp2, acc0, mr, nvec)
+            for idx, v in enumerate(final):
                 r, j = divmod(idx, nvec)
-                p = builder.inttoptr(builder.add(c_rows[r], c64(32 * j)), v8i32.as_pointer())
-                builder.store(ph, p, align=4)
+                builder.store(v, builder.inttoptr(builder.add(c_rows[r], _c64(32 * j)),
+                                                  _V8I32.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -135,75 +146,21 @@ def _make_ukernel_requant(mr: int, cont: bool, nvec: int = NVEC):
         def codegen(context, builder, signature, args):
             (a_addr, b_addr, kp2, c_addr, ldc, out_addr, rs, cs, ncols, bias_addr, mult_addr, zpf,
              lof, hif) = args
-            i64, i32, i16, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(16), ir.IntType(8)
+            i32, i8 = _I32, ir.IntType(8)
             f32 = ir.FloatType()
-            v8i32, v16i16, v8f32 = ir.VectorType(i32, 8), ir.VectorType(i16, 16), ir.VectorType(f32, 8)
+            v8i32, v8f32 = _V8I32, ir.VectorType(f32, 8)
             mod = builder.module
-            pmadd = cgutils.get_or_insert_function(
-                mod, ir.FunctionType(v8i32, [v16i16, v16i16]), "llvm.x86.avx2.pmadd.wd")
             sadd = cgutils.get_or_insert_function(
                 mod, ir.FunctionType(v8i32, [v8i32, v8i32]), "llvm.sadd.sat.v8i32")
             rint = cgutils.get_or_insert_function(mod, ir.FunctionType(v8f32, [v8f32]),
                                                   "llvm.rint.v8f32")
-            c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
+            c64 = _c64
             zero8 = ir.Constant(v8i32, None)
-            bstride = 32 * nvec
-
             if cont:
-                c_rows = [builder.add(c_addr, builder.mul(c64(r), ldc)) for r in range(mr)]
-                acc0 = []
-                for r in range(mr):
-                    for j in range(nvec):
-                        p = builder.inttoptr(builder.add(c_rows[r], c64(32 * j)),
-                                             v8i32.as_pointer())
-                        acc0.append(builder.load(p, align=4))
+                acc0, _ = _load_tile(builder, c_addr, ldc, mr, nvec)
             else:
                 acc0 = [zero8] * (mr * nvec)
-            a_rows = [builder.add(a_addr, c64(4 * r)) for r in range(mr)]
-
-            entry = builder.block
-            loop = builder.append_basic_block("qrt_ukq_loop")
-            done = builder.append_basic_block("qrt_ukq_done")
-            builder.cbranch(builder.icmp_signed(">", kp2, c64(0)), loop, done)
-
-            builder.position_at_end(loop)
-            k = builder.phi(i64, "k")
-            k.add_incoming(c64(0), entry)
-            phis = []
-            for v in acc0:
-                ph = builder.phi(v8i32)
-                ph.add_incoming(v, entry)
-                phis.append(ph)
-            boff = builder.add(b_addr, builder.mul(k, c64(bstride)))
-            bvec = []
-            for j in range(nvec):
-                p = builder.inttoptr(builder.add(boff, c64(32 * j)), v16i16.as_pointer())
-                bvec.append(builder.load(p, align=2))
-            koff = builder.mul(k, c64(4 * MR))
-            new = []
-            for r in range(mr):
-                p = builder.inttoptr(builder.add(a_rows[r], koff), i32.as_pointer())
-                sv = builder.load(p, align=2)
-                bc = builder.insert_element(ir.Constant(v8i32, ir.Undefined), sv,
-                                            ir.Constant(i32, 0))
-                bc = builder.shuffle_vector(bc, ir.Constant(v8i32, ir.Undefined), zero8)
-                av = builder.bitcast(bc, v16i16)
-                for j in range(nvec):
-                    prod = builder.call(pmadd, [av, bvec[j]])
-                    new.append(builder.add(phis[r * nvec + j], prod))
-            k1 = builder.add(k, c64(1))
-            k.add_incoming(k1, builder.block)
-            for ph, v in zip(phis, new):
-                ph.add_incoming(v, builder.block)
-            builder.cbranch(builder.icmp_signed("<", k1, kp2), loop, done)
-
-            builder.position_at_end(done)
-            final = []
-            for idx, v0 in enumerate(acc0):
-                ph = builder.phi(v8i32)
-                ph.add_incoming(v0, entry)
-                ph.add_incoming(new[idx], loop)
-                final.append(ph)
+            final = _emit_k_loop(builder, a_addr, b_addr, kp2, acc0, mr, nvec)
 
             def splat(x):
                 v = builder.insert_element(ir.Constant(v8f32, ir.Undefined), x, ir.Constant(i32, 0))
