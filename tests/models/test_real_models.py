@@ -349,3 +349,39 @@ def test_requantized_layers_within_one_step_of_onnx_reference(recipe, ort_recipe
     record_property("off_by_one", off)
     record_property("elements", total)
     assert off <= LAYER_MAX_OFF_BY_ONE_FRACTION * total
+
+
+# ------------------------------------------------------------------ onnxruntime's quantize_dynamic
+# onnxruntime's quantize_dynamic (DynamicQuantizeLinear + ConvInteger/MatMulInteger, per-channel s8
+# weights) as its docs show it: straight on the classifier; the detector and recognizer need its
+# quant_pre_process first (straight, it stops with "Expected ... to be an initializer").
+DYNAMIC = {"ppocr_cls.onnx": False, "ppocr_det.onnx": True, "ppocr_rec.onnx": True}
+
+
+@pytest.fixture(scope="module")
+def dynamic_models(tmp_path_factory):
+    from tests.quantization.real_models import ort_quantize_dynamic
+    tmp = tmp_path_factory.mktemp("ppocr_dynamic")
+    out = {}
+    for name, pre in DYNAMIC.items():
+        src = model_path(name)
+        out[name] = ort_quantize_dynamic(src, str(tmp / name.replace(".onnx", "_dyn.onnx")), pre)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(DYNAMIC))
+def test_ort_quantize_dynamic_matches_onnxruntime_and_runs_integer(name, dynamic_models):
+    """Every ConvInteger/MatMulInteger onnxruntime wrote runs as a qrt integer kernel (activations
+    quantized per call), and the outputs agree with onnxruntime's run of the same file."""
+    path = dynamic_models[name]
+    x = text_like_image(SHAPES[name], 11)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    sess = qrt.InferenceSession(path, threads=1)
+    got = sess.run(None, {"x": x})
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        assert cosine(g, w) >= INT8_COSINE_MIN
+    heavy = [e for e in sess.lowering_report().nodes
+             if e["op_type"] in ("ConvInteger", "MatMulInteger")]
+    floats = [(e["name"], e["reason"]) for e in heavy if e["precision"] != "int8"]
+    assert heavy and not floats, f"{len(floats)}/{len(heavy)} run in float: {floats[:5]}"
