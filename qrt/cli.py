@@ -436,12 +436,22 @@ def cmd_bench(args) -> int:
 # -- qrt warmup ------------------------------------------------------------------------------------
 def cmd_warmup(args) -> int:
     from qrt import graph_cache
+    from qrt.errors import QrtError
 
     t0 = time.perf_counter()
     sess = _session(args.model, args.threads, cache_graph=True)
     t1 = time.perf_counter()
     feeds = make_feeds(sess, args.input)
-    sess.run(None, feeds)
+    try:
+        sess.run(None, feeds)
+    except QrtError as e:
+        given = {spec.split("=", 1)[0] for spec in args.input or []}
+        symbolic = [i.name for i in sess.get_inputs() if i.name not in given
+                    and any(not isinstance(d, int) for d in (i.shape or []))]
+        hint = (f"; the lowered graph is cached, but the kernels were not compiled: inputs "
+                f"{symbolic} have symbolic dimensions (run with 1): pass real ones with "
+                f"--input NAME=FILE.npy") if symbolic else ""
+        raise CliError(f"{e}{hint}") from e
     t2 = time.perf_counter()
     sess.run(None, feeds)
     t3 = time.perf_counter()

@@ -313,3 +313,20 @@ def test_subprocess(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "missing.onnx" in bad.stderr
+
+
+def test_warmup_with_symbolic_dims_says_how_to_pass_real_shapes(capsys, tmp_path):
+    """Random inputs fill symbolic dims with 1, too small for a 2x2 pool: a clear error that says
+    the graph is cached and how to compile the kernels too; with --input it succeeds."""
+    from onnx import TensorProto, helper
+    g = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    rc, out, err = run_cli(capsys, "warmup", path)
+    assert_clean_error(rc, err, "MaxPool", "symbolic dimensions", "--input")
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 4, 4), np.float32))
+    rc, out, err = run_cli(capsys, "warmup", path, "--input", f"x={tmp_path / 'x.npy'}")
+    assert rc == 0 and "graph cached" in out
