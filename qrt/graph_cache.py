@@ -63,8 +63,14 @@ def model_bytes(model) -> bytes | None:
     return None
 
 
-def key(data: bytes, **options) -> str:
-    h = hashlib.sha256(_code_fingerprint().encode())
+def key(data: bytes, **options) -> str | None:
+    """The entry name for a model's bytes and session options; None when qrt's sources cannot be
+    read to fingerprint them (a frozen or zipped install): then nothing is cached."""
+    try:
+        fp = _code_fingerprint()
+    except OSError:
+        return None
+    h = hashlib.sha256(fp.encode())
     h.update(repr(sorted(options.items())).encode())
     h.update(hashlib.sha256(data).digest())
     return h.hexdigest()
