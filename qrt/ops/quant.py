@@ -443,6 +443,70 @@ def quantize_linear_23(x, y_scale, y_zero_point=None, *, axis, block_size, outpu
                             output_dtype=output_dtype, precision=precision, f16_in_f32=False)
 
 
+def _q8_params(s, z, output_dtype):
+    """(out dtype, scale, zero point, lo, hi) of the one-pass float32 -> 8-bit kernel, or None
+    (the same conditions as _quantize_8bit_fast, minus the input's dtype)."""
+    if (not _scalar_scale(s) or (z is not None and (type(z) is not np.ndarray or z.size != 1
+                                                    or z.dtype not in (_U8, _S8) or z.ndim > 1))
+            or (output_dtype and (z is None or output_dtype != (2 if z.dtype == _U8 else 3)))):
+        return None
+    dt = z.dtype if z is not None else _U8
+    lo, hi = (0, 255) if dt == _U8 else (-128, 127)
+    return (dt, s.reshape(-1)[0], np.float32(0 if z is None else z.reshape(-1)[0]),
+            np.float32(lo), np.float32(hi))
+
+
+def _dq8_params(s, z, output_dtype):
+    """(input dtype or None for either 8-bit type, scale, zero point) of the one-pass 8-bit ->
+    float32 kernel, or None (the conditions of _dequantize_8bit_fast, minus the input)."""
+    if (not _scalar_scale(s) or output_dtype not in (0, 1)
+            or (z is not None and (type(z) is not np.ndarray or z.size != 1
+                                   or z.dtype not in (_U8, _S8) or z.ndim > 1))):
+        return None
+    return (None if z is None else z.dtype, s.reshape(-1)[0],
+            np.int32(0 if z is None else z.reshape(-1)[0]))
+
+
+def _bind_qdq(fn, quantize: bool):
+    """Plan step of QuantizeLinear/DequantizeLinear: the kernel parameters of the last scale and
+    zero point objects seen (a model's are initializers: the same objects every call) are kept,
+    so a call is the Numba pass plus an identity check; anything else goes through `fn`."""
+    def bind(**kw):
+        output_dtype = kw.get("output_dtype", 0)
+        if kw.get("block_size") or kw.get("precision"):
+            return lambda x, s, z=None: fn(x, s, z, **kw)
+        memo = [(None, None, None)]  # one tuple, swapped whole: safe across threads
+        fo = _float_ops()
+
+        def step(x, s, z=None):
+            ms, mz, p = memo[0]
+            if s is not ms or z is not mz:
+                p = _q8_params(s, z, output_dtype) if quantize else _dq8_params(s, z,
+                                                                                 output_dtype)
+                memo[0] = (s, z, p)
+            if p is not None and type(x) is np.ndarray:
+                if quantize and x.dtype == _F32:
+                    out = np.empty(x.shape, p[0])
+                    fo.quantize_f32(np.ascontiguousarray(x).reshape(-1), p[1], p[2], p[3], p[4],
+                                    out.reshape(-1).view(np.uint8))
+                    return out
+                if not quantize and x.dtype in (_U8, _S8) and (p[0] is None or x.dtype == p[0]):
+                    out = np.empty(x.shape, _F32)
+                    kern = fo.dequantize_u8 if x.dtype == _U8 else fo.dequantize_s8
+                    kern(np.ascontiguousarray(x).reshape(-1), p[2], p[1], out.reshape(-1))
+                    return out
+            return fn(x, s, z, **kw)
+        step.__wrapped__ = fn
+        return step
+    fn.bind_step = bind
+    return fn
+
+
+for _fn in (quantize_linear_10, quantize_linear_13, quantize_linear_19, quantize_linear_21,
+            quantize_linear_23):
+    _bind_qdq(_fn, True)
+
+
 # 24 (float8e8m0 scales), 25 (int2/uint2) and 28 (float6) only add out-of-scope types; registered
 # so the registry mirrors the spec's version list.
 for _v in (23, 24, 25, 28):
@@ -475,6 +539,10 @@ def dequantize_linear_23(x, x_scale, x_zero_point=None, *, axis, block_size, out
 for _v in (23, 24, 25, 28):
     register("DequantizeLinear", since=_v,
              attrs={"axis": 1, "block_size": 0, "output_dtype": 0})(dequantize_linear_23)
+
+for _fn in (dequantize_linear_10, dequantize_linear_13, dequantize_linear_21,
+            dequantize_linear_23):
+    _bind_qdq(_fn, False)
 
 
 # ---------------------------------------------------------------------------------------------
