@@ -183,7 +183,7 @@ class Plan:
             out = st.outs[0] if len(st.outs) == 1 and st.outs[0] >= 0 else -2
             fn, kwargs = st.fn, st.kwargs
             binder = getattr(fn, "bind_step", None)
-            if binder is not None:  # the op binds its attributes once (see ops/fused.py)
+            if binder is not None:  # the op binds its attributes once (ops/fused.py, ops/quant.py)
                 fn, kwargs = binder(**kwargs), _NO_KWARGS
             macs = _BLAS_STEPS.get((st.node.domain, st.node.op_type)) if blas else None
             if macs is not None:
@@ -222,12 +222,8 @@ class Plan:
         blas = self._blas
         if blas is None:
             return self._run(feeds, names, observer, profile)
-        prev = blas.set_blas_threads(1)  # inline, not blas.limit(): once per call
-        try:
+        with blas.limit(1):
             return self._run(feeds, names, observer, profile)
-        finally:
-            if prev is not None and prev != 1:
-                blas.set_blas_threads(prev)
 
     def _run(self, feeds, names, observer, profile):
         vals = list(self.base)

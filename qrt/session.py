@@ -90,8 +90,6 @@ class InferenceSession:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         self.threads = threads
-        import numba
-        self._numba_threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         self.device = device
         if device == "cuda":
             from qrt.cuda_device import require_cuda
@@ -165,17 +163,9 @@ class InferenceSession:
 
     # -- internals ----------------------------------------------------------------------------
     def _execute(self, feeds, names, observer=None):
-        from qrt.kernels import threading_ctl as tc
-        # Inline (no context manager): this runs once per call, and small models take ~100 us.
-        n = self._numba_threads
-        prev = tc.get_num_threads()
-        if prev == n:
+        from qrt.kernels import threading_ctl
+        with threading_ctl.num_threads(self.threads):
             return self._plan.execute(feeds, names, observer)
-        tc.set_num_threads(n)
-        try:
-            return self._plan.execute(feeds, names, observer)
-        finally:
-            tc.set_num_threads(prev)
 
     def _output_names(self, output_names) -> list[str]:
         known = [o.name for o in self._outputs]

@@ -202,6 +202,22 @@ def _tap_offsets(c, h, w, kh, kw, dh, dw):
     return taps
 
 
+@njit(cache=True, inline="always")
+def _tile_windows(r0, nr, ow, sh, sw, pt, pl, h, w, kh, kw, dh, dw, ys, xs, base):
+    """Top-left input pixel (ys, xs; flat: base) of the windows of output rows r0..r0+nr-1
+    (row r = y*ow + xo); True when every tap of every window lies inside the h x w image."""
+    inside = True
+    for rr in range(nr):
+        y = (r0 + rr) // ow
+        ys[rr] = y * sh - pt
+        xs[rr] = (r0 + rr - y * ow) * sw - pl
+        base[rr] = ys[rr] * w + xs[rr]
+        if (ys[rr] < 0 or ys[rr] + (kh - 1) * dh >= h or xs[rr] < 0
+                or xs[rr] + (kw - 1) * dw >= w):
+            inside = False
+    return inside
+
+
 @njit(cache=True)
 def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
     """One image of `im2col_i16`, serially, into a zeroed packed A `out` (ceil(oh*ow/MR) tiles):
@@ -220,16 +236,8 @@ def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out
     for rt in range(out.shape[0]):
         r0 = rt * mr
         nr = min(mr, p - r0)
-        inside = True
-        for rr in range(nr):
-            y = (r0 + rr) // ow
-            ys[rr] = y * sh - pt
-            xs[rr] = (r0 + rr - y * ow) * sw - pl
-            base[rr] = ys[rr] * w + xs[rr]
-            if (ys[rr] < 0 or ys[rr] + (kh - 1) * dh >= h or xs[rr] < 0
-                    or xs[rr] + (kw - 1) * dw >= w):
-                inside = False
-        if inside:  # every tap of every row of this tile is in the image: no bounds checks
+        if _tile_windows(r0, nr, ow, sh, sw, pt, pl, h, w, kh, kw, dh, dw, ys, xs, base):
+            # every tap of every row of this tile is in the image: no bounds checks
             for rr in range(nr):
                 b = base[rr]
                 for col in range(ktaps):

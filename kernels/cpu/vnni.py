@@ -40,8 +40,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from qrt.kernels.cpu import features
-from qrt.kernels.cpu.common import (KALIGN, _tap_offsets, apply_table, epilogue_tile,
-                                     round_up)
+from qrt.kernels.cpu.common import (KALIGN, _tap_offsets, _tile_windows, apply_table,
+                                     epilogue_tile, round_up)
 
 MR = 6
 NRV = 64  # columns per panel: 4 zmm of int32
@@ -405,17 +405,8 @@ def im2col_image_u8(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, 
     for rt in range(out.shape[0]):
         r0 = rt * mr
         nr = min(mr, p - r0)
-        inside = True
-        for rr in range(nr):
-            y = (r0 + rr) // ow
-            ys[rr] = y * sh - pt
-            xs[rr] = (r0 + rr - y * ow) * sw - pl
-            base[rr] = ys[rr] * w + xs[rr]
-            sums[rr] = 0
-            if (ys[rr] < 0 or ys[rr] + (kh - 1) * dh >= h or xs[rr] < 0
-                    or xs[rr] + (kw - 1) * dw >= w):
-                inside = False
-        if inside:  # every tap of every row of this tile is in the image: no bounds checks
+        if _tile_windows(r0, nr, ow, sh, sw, pt, pl, h, w, kh, kw, dh, dw, ys, xs, base):
+            # every tap of every row of this tile is in the image: no bounds checks
             for rr in range(nr):
                 b = base[rr]
                 sm = np.int32(0)
@@ -425,6 +416,7 @@ def im2col_image_u8(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, 
                     sm += np.int32(v)
                 rowsum[r0 + rr] = sm
             continue
+        sums[:nr] = 0
         col = 0
         for ci in range(c):
             for i in range(kh):

@@ -636,22 +636,11 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
                        hi_f)
     kk = a.shape[-1]
     odt = np.dtype(out_dtype)
-    if (odt in _INT8 or odt == np.float32) and a.dtype in _INT8 and b.dtype in _INT8 \
-            and kk <= _ref.max_exact_k() and mm * nn * kk * max(1, math.prod(batch)) < (1 << 22):
+    if _small_qmatmul(odt, ab, bb):
         # Small attention-sized products: one Numba pass (exact int32 sums, shared epilogue);
         # larger ones go through BLAS below.
-        mode, bias, mult, zpf, lof, hif = _ql._ep_args(ep, nn)
-        a3 = np.ascontiguousarray(ab).reshape((-1, mm, kk))
-        b3 = np.ascontiguousarray(bb).reshape((-1, kk, nn))
-        out = np.empty(batch + (mm, nn), odt)
-        o3 = out.reshape((-1, mm, nn))
-        if odt == np.float32:
-            _float_ops().qmatmul_batched(a3, b3, np.int32(a_zp), np.int32(b_zp), mode, bias, mult,
-                                         zpf, lof, hif, _D3[np.dtype(np.uint8)], o3)
-        else:
-            _float_ops().qmatmul_batched(a3, b3, np.int32(a_zp), np.int32(b_zp), mode, bias, mult,
-                                         zpf, lof, hif, o3.view(np.uint8), _D3[np.dtype(np.float32)])
-        return out
+        return _run_small_qmatmul(ab, bb, np.int32(a_zp), np.int32(b_zp), odt,
+                                  _ql._ep_args(ep, nn))
     if np.dtype(out_dtype) in (np.uint8, np.int8, np.float32) and kk <= _ref.max_exact_k():
         # Exact integer sums through float64 BLAS (|sum| <= K * 255 * 255 < 2**53, so every
         # product and partial sum is exact), one batched call instead of packing B per batch
@@ -670,42 +659,52 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
     return out
 
 
+def _small_qmatmul(odt, a, b) -> bool:
+    """a (..., M, K) x b (..., K, N) with the same batch dims, 8-bit, small enough for the one
+    Numba pass (`qmatmul_batched`), with an 8-bit or float32 output."""
+    if not ((odt in _INT8 or odt == np.float32) and a.dtype in _INT8 and b.dtype in _INT8
+            and a.ndim >= 2 and a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]):
+        return False
+    mm, kk = a.shape[-2:]
+    return (b.shape[-2] == kk and kk <= _ref.max_exact_k()
+            and mm * b.shape[-1] * kk * max(1, math.prod(a.shape[:-2])) < (1 << 22))
+
+
+def _run_small_qmatmul(a, b, za, zb, odt, ep_args):
+    mode, bias, mult, zpf, lof, hif = ep_args
+    mm, kk = a.shape[-2:]
+    nn = b.shape[-1]
+    out = np.empty(a.shape[:-2] + (mm, nn), odt)
+    o3 = out.reshape((-1, mm, nn))
+    a3 = np.ascontiguousarray(a).reshape((-1, mm, kk))
+    b3 = np.ascontiguousarray(b).reshape((-1, kk, nn))
+    if odt == np.float32:
+        _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
+                                     _D3[np.dtype(np.uint8)], o3)
+    else:
+        _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
+                                     o3.view(np.uint8), _D3[np.dtype(np.float32)])
+    return out
+
+
 def _bind_qmatmul_act(**kw):
-    """Plan step of QMatMulAct: the attention-sized case (same batch dims on both sides, 8-bit
-    operands, small product) straight to the Numba pass with its epilogue vectors made once per
-    output width; everything else through the op (same kernel, same epilogue: bit-identical)."""
+    """Plan step of QMatMulAct: the attention-sized case straight to the Numba pass with its
+    epilogue vectors made once per output width; everything else through the op (same kernel,
+    same epilogue: bit-identical)."""
     odt = np.dtype(kw["out_dtype"])
     za, zb = np.int32(kw["a_zp"]), np.int32(kw["b_zp"])
-    fast_out = odt in _INT8 or odt == np.float32
     eps: dict = {}
-    kmax = _ref.max_exact_k()
 
     def step(a, b):
-        if (fast_out and a.ndim >= 2 and a.ndim == b.ndim and a.dtype in _INT8
-                and b.dtype in _INT8 and a.shape[:-2] == b.shape[:-2]):
-            mm, kk = a.shape[-2], a.shape[-1]
+        if _small_qmatmul(odt, a, b):
             nn = b.shape[-1]
-            batch = a.shape[:-2]
-            if b.shape[-2] == kk and kk <= kmax and mm * nn * kk * max(1, math.prod(batch)) < (
-                    1 << 22):
-                args = eps.get(nn)
-                if args is None:
-                    ep = make_epilogue(nn, kw["out_dtype"], None, None, None, None,
-                                       kw["multiplier"], kw["scale"], kw["y_zp"], kw["lo"],
-                                       kw["hi"], kw["lo_f"], kw["hi_f"])
-                    args = eps[nn] = _ql._ep_args(ep, nn)
-                mode, bias, mult, zpf, lof, hif = args
-                out = np.empty(batch + (mm, nn), odt)
-                o3 = out.reshape((-1, mm, nn))
-                a3 = np.ascontiguousarray(a).reshape((-1, mm, kk))
-                b3 = np.ascontiguousarray(b).reshape((-1, kk, nn))
-                if odt == np.float32:
-                    _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
-                                                 _D3[np.dtype(np.uint8)], o3)
-                else:
-                    _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
-                                                 o3.view(np.uint8), _D3[np.dtype(np.float32)])
-                return out
+            args = eps.get(nn)
+            if args is None:
+                ep = make_epilogue(nn, kw["out_dtype"], None, None, None, None, kw["multiplier"],
+                                   kw["scale"], kw["y_zp"], kw["lo"], kw["hi"], kw["lo_f"],
+                                   kw["hi_f"])
+                args = eps[nn] = _ql._ep_args(ep, nn)
+            return _run_small_qmatmul(a, b, za, zb, odt, args)
         return qmatmul_act(a, b, **kw)
     step.__wrapped__ = qmatmul_act
     return step
@@ -791,21 +790,40 @@ def _binary_fast(flat, quad, chan, a, b, out_dtype, consts):
     return out.reshape(shape)
 
 
+def _qadd_consts(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, **_):
+    """QAdd's kernel constants (za, zb, ma, mb, zy), and the same for swapped operands."""
+    ma = np.float32(np.float64(a_scale) / np.float64(y_scale))
+    mb = np.float32(np.float64(b_scale) / np.float64(y_scale))
+    za, zb, zy = np.int32(a_zp), np.int32(b_zp), np.float32(y_zp)
+    return (za, zb, ma, mb, zy), (zb, za, mb, ma, zy)
+
+
+def _qmul_consts(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, **_):
+    """QMul's kernel constants (za, zb, m, zy), and the same for swapped operands."""
+    m = np.float32(np.float64(a_scale) * np.float64(b_scale) / np.float64(y_scale))
+    za, zb, zy = np.int32(a_zp), np.int32(b_zp), np.float32(y_zp)
+    return (za, zb, m, zy), (zb, za, m, zy)
+
+
+def _larger_first(a, b, consts, swapped):
+    """The operands with the larger one first (both ops commute exactly), with their constants."""
+    if a.size < b.size and a.ndim <= b.ndim:
+        return b, a, swapped
+    return a, b, consts
+
+
 @register("QAdd", domain="qrt", since=1, attrs=dict(_BIN_ATTRS))
 def qadd(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel):
     """y = sat(rint(float32(sa/sy) * (a - za) + float32(sb/sy) * (b - zb)) + zy). At most one step
     from the float path (DQ, Add, Q)."""
-    ma = np.float32(np.float64(a_scale) / np.float64(y_scale))
-    mb = np.float32(np.float64(b_scale) / np.float64(y_scale))
-    if a.size < b.size and a.ndim <= b.ndim:  # the float sum commutes exactly
-        a, b, ma, mb, a_zp, b_zp = b, a, mb, ma, b_zp, a_zp
+    a, b, c = _larger_first(a, b, *_qadd_consts(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp))
     fo = _float_ops()
-    y = _binary_fast(fo.qadd_flat, fo.qadd_4d, fo.qadd_chan, a, b, out_dtype,
-                     (np.int32(a_zp), np.int32(b_zp), ma, mb, np.float32(y_zp)))
+    y = _binary_fast(fo.qadd_flat, fo.qadd_4d, fo.qadd_chan, a, b, out_dtype, c)
     if y is not None:
         return y
-    va = (a.astype(np.int32) - np.int32(a_zp)).astype(np.float32) * ma
-    vb = (b.astype(np.int32) - np.int32(b_zp)).astype(np.float32) * mb
+    za, zb, ma, mb, _ = c
+    va = (a.astype(np.int32) - za).astype(np.float32) * ma
+    vb = (b.astype(np.int32) - zb).astype(np.float32) * mb
     return _saturate(np.rint(va + vb), y_zp, out_dtype)
 
 
@@ -813,15 +831,13 @@ def qadd(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel
 def qmul(a, b, *, a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, out_dtype, kernel):
     """y = sat(rint(float32((a - za)(b - zb)) * float32(sa*sb/sy)) + zy): the product is exact in
     int32 and float32 (|.| <= 65025); at most one step from the float path."""
-    m = np.float32(np.float64(a_scale) * np.float64(b_scale) / np.float64(y_scale))
-    if a.size < b.size and a.ndim <= b.ndim:  # the integer product commutes
-        a, b, a_zp, b_zp = b, a, b_zp, a_zp
+    a, b, c = _larger_first(a, b, *_qmul_consts(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp))
     fo = _float_ops()
-    y = _binary_fast(fo.qmul_flat, fo.qmul_4d, fo.qmul_chan, a, b, out_dtype,
-                     (np.int32(a_zp), np.int32(b_zp), m, np.float32(y_zp)))
+    y = _binary_fast(fo.qmul_flat, fo.qmul_4d, fo.qmul_chan, a, b, out_dtype, c)
     if y is not None:
         return y
-    p = (a.astype(np.int32) - np.int32(a_zp)) * (b.astype(np.int32) - np.int32(b_zp))
+    za, zb, m, _ = c
+    p = (a.astype(np.int32) - za) * (b.astype(np.int32) - zb)
     return _saturate(np.rint(p.astype(np.float32) * m), y_zp, out_dtype)
 
 
@@ -829,34 +845,19 @@ def _bind_binary(op, flat, quad, chan, consts_of):
     """Plan step of QAdd/QMul with the float constants of its attributes computed once (they cost
     more than the Numba pass on small tensors); the same arithmetic as the op."""
     def bind(**kw):
-        consts, swapped = consts_of(kw)
+        consts, swapped = consts_of(**kw)
         fo = _float_ops()
         kernels = (getattr(fo, flat), getattr(fo, quad), getattr(fo, chan))
         out_dtype = kw["out_dtype"]
 
         def step(a, b):
-            if a.size < b.size and a.ndim <= b.ndim:
-                y = _binary_fast(*kernels, b, a, out_dtype, swapped)
-            else:
-                y = _binary_fast(*kernels, a, b, out_dtype, consts)
+            x, z, c = _larger_first(a, b, consts, swapped)
+            y = _binary_fast(*kernels, x, z, out_dtype, c)
             return y if y is not None else op(a, b, **kw)
         step.__wrapped__ = op
         return step
     op.bind_step = bind
     return op
-
-
-def _qadd_consts(kw):
-    ma = np.float32(np.float64(kw["a_scale"]) / np.float64(kw["y_scale"]))
-    mb = np.float32(np.float64(kw["b_scale"]) / np.float64(kw["y_scale"]))
-    za, zb, zy = np.int32(kw["a_zp"]), np.int32(kw["b_zp"]), np.float32(kw["y_zp"])
-    return (za, zb, ma, mb, zy), (zb, za, mb, ma, zy)
-
-
-def _qmul_consts(kw):
-    m = np.float32(np.float64(kw["a_scale"]) * np.float64(kw["b_scale"]) / np.float64(kw["y_scale"]))
-    za, zb, zy = np.int32(kw["a_zp"]), np.int32(kw["b_zp"]), np.float32(kw["y_zp"])
-    return (za, zb, m, zy), (zb, za, m, zy)
 
 
 _bind_binary(qadd, "qadd_flat", "qadd_4d", "qadd_chan", _qadd_consts)

@@ -291,40 +291,62 @@ def _scalar_scale(s) -> bool:
     return 0.0 < v < np.inf
 
 
-def _quantize_8bit_fast(x, s, z, output_dtype):
-    """Per-tensor float32 -> uint8/int8 in one Numba pass, or None when the general path is needed.
-    Same arithmetic as the general path: float32 x / float32 s, rint, + zp, NaN -> qmin, clamp."""
-    if (type(x) is not np.ndarray or x.dtype != _F32 or not _scalar_scale(s)
-            or (z is not None and (type(z) is not np.ndarray or z.size != 1
-                                   or z.dtype not in (_U8, _S8)))
+def _q8_params(s, z, output_dtype):
+    """(out dtype, scale, zero point, lo, hi) of the one-pass per-tensor float32 -> uint8/int8
+    kernel for scale s and zero point z, or None when the general path is needed."""
+    if (not _scalar_scale(s) or (z is not None and (type(z) is not np.ndarray or z.size != 1
+                                                    or z.dtype not in (_U8, _S8) or z.ndim > 1))
             or (output_dtype and (z is None or output_dtype != (2 if z.dtype == _U8 else 3)))):
         return None
     dt = z.dtype if z is not None else _U8
-    if z is not None and z.ndim > 1:
-        return None
     lo, hi = (0, 255) if dt == _U8 else (-128, 127)
-    out = np.empty(x.shape, dt)
-    _float_ops().quantize_f32(np.ascontiguousarray(x).reshape(-1), s.reshape(-1)[0],
-                              np.float32(0 if z is None else z.reshape(-1)[0]), np.float32(lo),
-                              np.float32(hi), out.reshape(-1).view(np.uint8))
+    return (dt, s.reshape(-1)[0], np.float32(0 if z is None else z.reshape(-1)[0]),
+            np.float32(lo), np.float32(hi))
+
+
+def _q8_run(x, p):
+    """Quantize with _q8_params' p, or None when x is not a float32 array. Same arithmetic as the
+    general path: float32 x / float32 s, rint, + zp, NaN -> qmin, clamp."""
+    if type(x) is not np.ndarray or x.dtype != _F32:
+        return None
+    out = np.empty(x.shape, p[0])
+    _float_ops().quantize_f32(np.ascontiguousarray(x).reshape(-1), p[1], p[2], p[3], p[4],
+                              out.reshape(-1).view(np.uint8))
+    return out
+
+
+def _quantize_8bit_fast(x, s, z, output_dtype):
+    """Per-tensor float32 -> uint8/int8 in one Numba pass, or None for the general path."""
+    p = _q8_params(s, z, output_dtype)
+    return None if p is None else _q8_run(x, p)
+
+
+def _dq8_params(s, z, output_dtype):
+    """(zero point's dtype or None, scale, zero point) of the one-pass per-tensor 8-bit -> float32
+    kernel, or None when the general path is needed."""
+    if (not _scalar_scale(s) or output_dtype not in (0, 1)
+            or (z is not None and (type(z) is not np.ndarray or z.size != 1
+                                   or z.dtype not in (_U8, _S8) or z.ndim > 1))):
+        return None
+    return (None if z is None else z.dtype, s.reshape(-1)[0],
+            np.int32(0 if z is None else z.reshape(-1)[0]))
+
+
+def _dq8_run(x, p):
+    """Dequantize with _dq8_params' p, or None when x is not 8-bit of the zero point's type."""
+    if type(x) is not np.ndarray or x.dtype not in (_U8, _S8) or (p[0] is not None
+                                                                   and x.dtype != p[0]):
+        return None
+    out = np.empty(x.shape, _F32)
+    fo = _float_ops()
+    kern = fo.dequantize_u8 if x.dtype == _U8 else fo.dequantize_s8
+    kern(np.ascontiguousarray(x).reshape(-1), p[2], p[1], out.reshape(-1))
     return out
 
 
 def _dequantize_8bit_fast(x, s, z, output_dtype):
-    if (type(x) is not np.ndarray or x.dtype not in (_U8, _S8) or not _scalar_scale(s)
-            or output_dtype not in (0, 1)
-            or (z is not None and (type(z) is not np.ndarray or z.size != 1 or z.dtype != x.dtype
-                                   or z.ndim > 1))):
-        return None
-    out = np.empty(x.shape, _F32)
-    fo = _float_ops()
-    xc = np.ascontiguousarray(x).reshape(-1)
-    zp = np.int32(0 if z is None else z.reshape(-1)[0])
-    if x.dtype == _U8:
-        fo.dequantize_u8(xc, zp, s.reshape(-1)[0], out.reshape(-1))
-    else:
-        fo.dequantize_s8(xc, zp, s.reshape(-1)[0], out.reshape(-1))
-    return out
+    p = _dq8_params(s, z, output_dtype)
+    return None if p is None else _dq8_run(x, p)
 
 
 def _quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, block_size=0, output_dtype=0,
@@ -443,30 +465,6 @@ def quantize_linear_23(x, y_scale, y_zero_point=None, *, axis, block_size, outpu
                             output_dtype=output_dtype, precision=precision, f16_in_f32=False)
 
 
-def _q8_params(s, z, output_dtype):
-    """(out dtype, scale, zero point, lo, hi) of the one-pass float32 -> 8-bit kernel, or None
-    (the same conditions as _quantize_8bit_fast, minus the input's dtype)."""
-    if (not _scalar_scale(s) or (z is not None and (type(z) is not np.ndarray or z.size != 1
-                                                    or z.dtype not in (_U8, _S8) or z.ndim > 1))
-            or (output_dtype and (z is None or output_dtype != (2 if z.dtype == _U8 else 3)))):
-        return None
-    dt = z.dtype if z is not None else _U8
-    lo, hi = (0, 255) if dt == _U8 else (-128, 127)
-    return (dt, s.reshape(-1)[0], np.float32(0 if z is None else z.reshape(-1)[0]),
-            np.float32(lo), np.float32(hi))
-
-
-def _dq8_params(s, z, output_dtype):
-    """(input dtype or None for either 8-bit type, scale, zero point) of the one-pass 8-bit ->
-    float32 kernel, or None (the conditions of _dequantize_8bit_fast, minus the input)."""
-    if (not _scalar_scale(s) or output_dtype not in (0, 1)
-            or (z is not None and (type(z) is not np.ndarray or z.size != 1
-                                   or z.dtype not in (_U8, _S8) or z.ndim > 1))):
-        return None
-    return (None if z is None else z.dtype, s.reshape(-1)[0],
-            np.int32(0 if z is None else z.reshape(-1)[0]))
-
-
 def _bind_qdq(fn, quantize: bool):
     """Plan step of QuantizeLinear/DequantizeLinear: the kernel parameters of the last scale and
     zero point objects seen (a model's are initializers: the same objects every call) are kept,
@@ -476,26 +474,15 @@ def _bind_qdq(fn, quantize: bool):
         if kw.get("block_size") or kw.get("precision"):
             return lambda x, s, z=None: fn(x, s, z, **kw)
         memo = [(None, None, None)]  # one tuple, swapped whole: safe across threads
-        fo = _float_ops()
+        params, run = (_q8_params, _q8_run) if quantize else (_dq8_params, _dq8_run)
 
         def step(x, s, z=None):
             ms, mz, p = memo[0]
             if s is not ms or z is not mz:
-                p = _q8_params(s, z, output_dtype) if quantize else _dq8_params(s, z,
-                                                                                 output_dtype)
+                p = params(s, z, output_dtype)
                 memo[0] = (s, z, p)
-            if p is not None and type(x) is np.ndarray:
-                if quantize and x.dtype == _F32:
-                    out = np.empty(x.shape, p[0])
-                    fo.quantize_f32(np.ascontiguousarray(x).reshape(-1), p[1], p[2], p[3], p[4],
-                                    out.reshape(-1).view(np.uint8))
-                    return out
-                if not quantize and x.dtype in (_U8, _S8) and (p[0] is None or x.dtype == p[0]):
-                    out = np.empty(x.shape, _F32)
-                    kern = fo.dequantize_u8 if x.dtype == _U8 else fo.dequantize_s8
-                    kern(np.ascontiguousarray(x).reshape(-1), p[2], p[1], out.reshape(-1))
-                    return out
-            return fn(x, s, z, **kw)
+            y = None if p is None else run(x, p)
+            return y if y is not None else fn(x, s, z, **kw)
         step.__wrapped__ = fn
         return step
     fn.bind_step = bind
