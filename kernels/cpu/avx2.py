@@ -18,8 +18,8 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image,
-                                     pointwise_image, prep_a_i16)
+from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image, im2col_panels,
+                                     pointwise_image, pointwise_panels, prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
 # 8-bit outputs requantized in the micro-kernel's registers (False: through the int32 tile and
@@ -123,7 +123,7 @@ def _make_ukernel(mr: int, nvec: int = NVEC):
 _uk6, _uk5, _uk4, _uk3, _uk2, _uk1 = (_make_ukernel(r) for r in (6, 5, 4, 3, 2, 1))
 
 
-def _make_ukernel_requant(mr: int, cont: bool, nvec: int = NVEC):
+def _make_ukernel_requant(mr: int, cont: bool, rowwise: bool = False, nvec: int = NVEC):
     """The micro-kernel with the requantize epilogue (mode 1) applied in registers, storing 8-bit
     codes straight to the output: no int32 tile round trip, and vector arithmetic where the tile
     epilogue was scalar. Accumulators start at zero (`cont` False: the whole K in this call) or
@@ -134,7 +134,11 @@ def _make_ukernel_requant(mr: int, cont: bool, nvec: int = NVEC):
     out_addr: byte address of C[0, 0]; rs / cs: byte strides of a row / a column of the output
     (a transposed NCHW view has rs = 1); only the first `ncols` (<= 16) columns are stored.
     bias_addr / mult_addr: int32 / float32 vectors of this panel's 16 columns (readable past n:
-    the epilogue vectors are allocated padded to 16)."""
+    the epilogue vectors are allocated padded to 16); with `rowwise`, the entries of the tile's
+    first row instead, one per row (the channels-as-rows GEMM of `conv_nchw`).
+    A full-width panel stored into unit-stride columns (cs = 1) is one 16-byte store per row; the
+    general case stores byte by byte (the old NCHW epilogue: ~250 cycles a tile, more than the
+    multiply-adds of a small-K layer)."""
 
     @intrinsic
     def ukernel(typingctx, a_addr, b_addr, kp2, c_addr, ldc, out_addr, rs, cs, ncols, bias_addr,
@@ -162,19 +166,26 @@ def _make_ukernel_requant(mr: int, cont: bool, nvec: int = NVEC):
                 acc0 = [zero8] * (mr * nvec)
             final = _emit_k_loop(builder, a_addr, b_addr, kp2, acc0, mr, nvec)
 
-            def splat(x):
-                v = builder.insert_element(ir.Constant(v8f32, ir.Undefined), x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(v, ir.Constant(v8f32, ir.Undefined), zero8)
+            def splat(x, vt=v8f32):
+                v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zero8)
             zv, lov, hiv = splat(zpf), splat(lof), splat(hif)
             bias_v, mult_v = [], []
-            for j in range(nvec):
-                bias_v.append(builder.load(builder.inttoptr(builder.add(bias_addr, c64(32 * j)),
-                                                            v8i32.as_pointer()), align=4))
-                mult_v.append(builder.load(builder.inttoptr(builder.add(mult_addr, c64(32 * j)),
-                                                            v8f32.as_pointer()), align=4))
+            if rowwise:
+                for r in range(mr):
+                    bias_v.append(splat(builder.load(builder.inttoptr(
+                        builder.add(bias_addr, c64(4 * r)), i32.as_pointer()), align=4), v8i32))
+                    mult_v.append(splat(builder.load(builder.inttoptr(
+                        builder.add(mult_addr, c64(4 * r)), f32.as_pointer()), align=4)))
+            else:
+                for j in range(nvec):
+                    bias_v.append(builder.load(builder.inttoptr(
+                        builder.add(bias_addr, c64(32 * j)), v8i32.as_pointer()), align=4))
+                    mult_v.append(builder.load(builder.inttoptr(
+                        builder.add(mult_addr, c64(32 * j)), v8f32.as_pointer()), align=4))
             codes = []  # per row, per vector: <8 x i8>
             for idx, acc in enumerate(final):
-                j = idx % nvec
+                j = idx // nvec if rowwise else idx % nvec
                 y = builder.sitofp(builder.call(sadd, [acc, bias_v[j]]), v8f32)
                 y = builder.fmul(y, mult_v[j])
                 y = builder.fadd(builder.call(rint, [y]), zv)
@@ -182,14 +193,30 @@ def _make_ukernel_requant(mr: int, cont: bool, nvec: int = NVEC):
                 y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
                 codes.append(builder.trunc(builder.fptosi(y, v8i32), ir.VectorType(i8, 8)))
             row_addr = [builder.add(out_addr, builder.mul(c64(r), rs)) for r in range(mr)]
-            for c in range(8 * nvec):  # column by column: guarded when the panel is partial
-                with builder.if_then(builder.icmp_signed("<", c64(c), ncols), likely=True):
-                    col_off = builder.mul(c64(c), cs)
+            full = builder.and_(builder.icmp_signed("==", cs, c64(1)),
+                                builder.icmp_signed("==", ncols, c64(8 * nvec)))
+            with builder.if_else(full, likely=True) as (whole_rows, by_byte):
+                with whole_rows:
+                    vt = ir.VectorType(i8, 8 * nvec)
                     for r in range(mr):
-                        byte = builder.extract_element(codes[r * nvec + c // 8],
-                                                       ir.Constant(i32, c % 8))
-                        ptr = builder.inttoptr(builder.add(row_addr[r], col_off), i8.as_pointer())
-                        builder.store(byte, ptr)
+                        row = codes[r * nvec]
+                        if nvec == 2:
+                            row = builder.shuffle_vector(
+                                row, codes[r * nvec + 1],
+                                ir.Constant(ir.VectorType(i32, 16), list(range(16))))
+                        builder.store(row, builder.inttoptr(row_addr[r], vt.as_pointer()),
+                                      align=1)
+                with by_byte:
+                    for c in range(8 * nvec):  # column by column: guarded for a partial panel
+                        with builder.if_then(builder.icmp_signed("<", c64(c), ncols),
+                                             likely=True):
+                            col_off = builder.mul(c64(c), cs)
+                            for r in range(mr):
+                                byte = builder.extract_element(codes[r * nvec + c // 8],
+                                                               ir.Constant(i32, c % 8))
+                                ptr = builder.inttoptr(builder.add(row_addr[r], col_off),
+                                                       i8.as_pointer())
+                                builder.store(byte, ptr)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -197,9 +224,12 @@ def _make_ukernel_requant(mr: int, cont: bool, nvec: int = NVEC):
     return ukernel
 
 
-_ukq = {(r, c): _make_ukernel_requant(r, c) for r in (6, 5, 4, 3, 2, 1) for c in (False, True)}
-_ukq6, _ukq5, _ukq4, _ukq3, _ukq2, _ukq1 = (_ukq[(r, False)] for r in (6, 5, 4, 3, 2, 1))
-_ukc6, _ukc5, _ukc4, _ukc3, _ukc2, _ukc1 = (_ukq[(r, True)] for r in (6, 5, 4, 3, 2, 1))
+_ukq = {(r, c, w): _make_ukernel_requant(r, c, w)
+        for r in (6, 5, 4, 3, 2, 1) for c in (False, True) for w in (False, True)}
+_ukq6, _ukq5, _ukq4, _ukq3, _ukq2, _ukq1 = (_ukq[(r, False, False)] for r in (6, 5, 4, 3, 2, 1))
+_ukc6, _ukc5, _ukc4, _ukc3, _ukc2, _ukc1 = (_ukq[(r, True, False)] for r in (6, 5, 4, 3, 2, 1))
+_ukr6, _ukr5, _ukr4, _ukr3, _ukr2, _ukr1 = (_ukq[(r, False, True)] for r in (6, 5, 4, 3, 2, 1))
+_ukt6, _ukt5, _ukt4, _ukt3, _ukt2, _ukt1 = (_ukq[(r, True, True)] for r in (6, 5, 4, 3, 2, 1))
 
 
 @njit(cache=True, inline="always")
@@ -259,6 +289,112 @@ def _ukernel_requant(mr, cont, a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs,
         elif mr == 1:
             _ukq1(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
                   lof, hif)
+
+
+@njit(cache=True, inline="always")
+def _ukernel_requant_rows(mr, cont, a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols,
+                          b_addr2, m_addr, zpf, lof, hif):
+    """`_ukernel_requant` with the epilogue's bias and multiplier per row (output channel)."""
+    if cont:
+        if mr == 6:
+            _ukt6(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 5:
+            _ukt5(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 4:
+            _ukt4(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 3:
+            _ukt3(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 2:
+            _ukt2(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 1:
+            _ukt1(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+    else:
+        if mr == 6:
+            _ukr6(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 5:
+            _ukr5(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 4:
+            _ukr4(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 3:
+            _ukr3(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 2:
+            _ukr2(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+        elif mr == 1:
+            _ukr1(a_addr, b_addr, kp2, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2, m_addr, zpf,
+                  lof, hif)
+
+
+@njit(cache=True, inline="always")
+def _gemm_task_rows(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q):
+    """`_gemm_task_requant` for the channels-as-rows GEMM of an NCHW conv: A = the packed weights
+    (m output channels), B = the packed activation panels (n output positions), out_q the (m, n)
+    NCHW plane (unit-stride columns: whole-panel vector stores), bias/mult per row."""
+    np_, kp2, _ = b.shape
+    atile = kp2 * MR * 4
+    ib = t // nnb
+    jb = t - ib * nnb
+    r0 = ib * mb
+    rows = min(mb, m - r0)
+    p0 = jb * npb
+    pn = min(npb, np_ - p0)
+    a0 = a.ctypes.data + (r0 // MR) * atile
+    b0 = b.ctypes.data
+    rs = out_q.strides[0]
+    cs = out_q.strides[1]
+    o0 = out_q.ctypes.data + r0 * rs
+    bias0 = bias.ctypes.data + r0 * 4
+    mult0 = mult.ctypes.data + r0 * 4
+    kl_last = kp2 - (kp2 - 1) // kc2 * kc2 if kp2 > 0 else 0
+    k_last = kp2 - kl_last
+    ldc = pn * NR * 4
+    tile = np.zeros((mb if k_last > 0 else 0, pn * NR), np.int32)
+    t0 = tile.ctypes.data
+    if k_last > 0:  # earlier K chunks into an int32 tile
+        for k0 in range(0, k_last, kc2):
+            kl = min(kc2, k_last - k0)
+            for p in range(pn):
+                bp = b0 + ((p0 + p) * kp2 + k0) * (4 * NR)
+                for i in range(0, rows, MR):
+                    _ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
+                             t0 + i * ldc + p * (4 * NR), ldc)
+    for p in range(pn):
+        col = (p0 + p) * NR
+        ncols = min(NR, n - col)
+        bp = b0 + ((p0 + p) * kp2 + k_last) * (4 * NR)
+        for i in range(0, rows, MR):
+            _ukernel_requant_rows(min(MR, rows - i), k_last > 0,
+                                  a0 + (i // MR) * atile + k_last * (4 * MR), bp, kl_last,
+                                  t0 + i * ldc + p * (4 * NR), ldc, o0 + i * rs + col * cs, rs,
+                                  cs, ncols, bias0 + i * 4, mult0 + i * 4, zpf, lof, hif)
+    if k_last > 0:
+        tile[0, 0] += 0  # a use after the raw-address calls keeps the tile alive until here
+
+
+@njit(cache=True, parallel=True)
+def _gemm_rows(a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q):
+    nmb = (m + mb - 1) // mb
+    nnb = (b.shape[0] + npb - 1) // npb
+    for t in prange(nmb * nnb):
+        _gemm_task_rows(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q)
+
+
+@njit(cache=True)
+def _gemm_rows_serial(a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q):
+    nmb = (m + mb - 1) // mb
+    nnb = (b.shape[0] + npb - 1) // npb
+    for t in range(nmb * nnb):
+        _gemm_task_rows(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q)
 
 
 @njit(cache=True, inline="always")
@@ -376,11 +512,31 @@ def conv_nchw(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hi
     """A whole integer conv (group 1) in one call: per image, im2col into the packed A, the GEMM with
     the epilogue storing straight into the NCHW output (a transposed view: no copy afterwards), then
     the optional per-channel table (`table` (N, 256) of raw bytes, or 0 rows for none).
-    x: (N, C, H, W) uint8 view; geo: int64 [zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, point];
+    x: (N, C, H, W) uint8 view; geo: int64 [zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, point,
+    rows]. rows = 1 (mode 1 only): b holds the weights packed as A (common.pack_rows_i16) and the
+    activations are packed per call as B panels of 16 output positions, so the GEMM's rows are
+    the output channels and each output row is NCHW-contiguous (whole-panel vector stores; the
+    positions-as-rows form stores the transposed tile byte by byte).
     outputs (N, M, oh*ow), the unused ones (1, 1, 1) dummies. `par`: the parallel GEMM."""
     zx, kh, kw, sh, sw = geo[0], geo[1], geo[2], geo[3], geo[4]
     pt, pl, dh, dw, oh, ow, kp = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     p = oh * ow
+    if geo[13]:  # channels as rows: b is the packed weights (pack_rows_i16), mode 1
+        for img in range(x.shape[0]):
+            panels = np.empty(((p + NR - 1) // NR, kp // 2, 2 * NR), np.int16)
+            if geo[12]:
+                pointwise_panels(x, img, signed, zx, panels)
+            else:
+                im2col_panels(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp,
+                              panels)
+            oq = out_q[img]
+            if par:
+                _gemm_rows(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
+            else:
+                _gemm_rows_serial(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
+        if table.shape[0] > 0:
+            apply_table(out_q, table, flip)
+        return
     for img in range(x.shape[0]):
         a = np.zeros(((p + MR - 1) // MR, kp // 2, 2 * MR), np.int16)
         if geo[12]:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
 
 NR = 16  # output columns per packed panel (two ymm of int32)
 KALIGN = 4  # K is padded to a multiple of this
@@ -41,6 +44,19 @@ def pack_b_i16(w: np.ndarray, zero_point: np.ndarray, nr: int = NR) -> np.ndarra
     # (NP, nr, Kp/2, 2) -> (NP, Kp/2, nr, 2)
     b = full.reshape(npad // nr, nr, kp // 2, 2).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(b).reshape(npad // nr, kp // 2, 2 * nr)
+
+
+def pack_rows_i16(w: np.ndarray, zero_point: np.ndarray, mr: int) -> np.ndarray:
+    """(M, K) int8/uint8 weights, (M,) zero points -> int16 (ceil(M/mr), Kp/2, 2*mr) row tiles of
+    w - zw in the packed-A layout of prep_a_i16 (zero padded): the weights as the GEMM's A, for
+    the channels-as-rows conv (avx2.conv_nchw with geo[13] set)."""
+    m, k = w.shape
+    kp = round_up(max(k, 1), KALIGN)
+    mt = (m + mr - 1) // mr
+    full = np.zeros((mt * mr, kp), np.int16)
+    full[:m, :k] = w.astype(np.int16) - zero_point.astype(np.int16).reshape(-1, 1)
+    a = full.reshape(mt, mr, kp // 2, 2).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(a).reshape(mt, kp // 2, 2 * mr)
 
 
 @njit(cache=True)
@@ -259,6 +275,127 @@ def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out
                                 v -= 256
                             out[rt, kk, 2 * rr + odd] = np.int16(v - zx)
                     col += 1
+    return out
+
+
+@intrinsic
+def _pair16(typingctx, dst, a0, a1, off, bias, m0, m1):
+    """dst[2c + j] = ((aj[c] ^ off) - off - zx) & mj as int16, c < 16, from two rows of 16 raw
+    bytes at addresses a0, a1 (bias = off + zx; m0/m1 0 or -1): one k-pair of one B panel, as
+    widening loads, a subtract and one interleaving shuffle (Numba's loop for the same ran at
+    ~1 cycle an element)."""
+    ip = types.intp
+    sig = types.void(ip, ip, ip, ip, ip, ip, ip)
+
+    def codegen(context, builder, signature, args):
+        dst, a0, a1, off, bias, m0, m1 = args
+        i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+        v16i8, v16i16 = ir.VectorType(i8, 16), ir.VectorType(i16, 16)
+        zero16 = ir.Constant(ir.VectorType(i32, 16), None)
+
+        def splat(x, vt):
+            v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zero16)
+        offv = splat(builder.trunc(off, i8), v16i8)
+        biasv = splat(builder.trunc(bias, i16), v16i16)
+        rows = []
+        for addr, m in ((a0, m0), (a1, m1)):
+            v = builder.load(builder.inttoptr(addr, v16i8.as_pointer()), align=1)
+            v = builder.zext(builder.xor(v, offv), v16i16)
+            rows.append(builder.and_(builder.sub(v, biasv), splat(builder.trunc(m, i16), v16i16)))
+        mask = [i // 2 + 16 * (i % 2) for i in range(32)]
+        pair = builder.shuffle_vector(rows[0], rows[1],
+                                      ir.Constant(ir.VectorType(i32, 32), mask))
+        builder.store(pair, builder.inttoptr(dst, ir.VectorType(i16, 32).as_pointer()), align=2)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _interleave_panels(src, nk, p, off, zx, out):
+    """B panels (NP, Kp/2, 2*NR) from the rows of src (nk rows of p raw 8-bit codes): panel pp,
+    k-pair kk, column c, j -> value(src[2kk+j, pp*NR+c]) - zx, value = (v ^ off) - off (the s8
+    value of a raw byte when off = 128). K padding is zero; columns past p are left as they are
+    (their products are never stored). src rows must be contiguous; the caller keeps src and out
+    alive past the call (raw addresses are used inside)."""
+    npan = out.shape[0]
+    nfull = p // NR
+    kp2 = out.shape[1]
+    o0 = out.ctypes.data
+    pstride = kp2 * 4 * NR  # bytes between panels
+    for kk in range(kp2):
+        k0 = 2 * kk
+        s0 = src[min(k0, nk - 1)]
+        s1 = src[min(k0 + 1, nk - 1)]
+        m0 = -1 if k0 < nk else 0  # K padding: zero codes
+        m1 = -1 if k0 + 1 < nk else 0
+        d = o0 + kk * (4 * NR)
+        a0 = s0.ctypes.data
+        a1 = s1.ctypes.data
+        for pp in range(nfull):
+            _pair16(d + pp * pstride, a0 + pp * NR, a1 + pp * NR, off, off + zx, m0, m1)
+        if nfull < npan:
+            o = out[nfull, kk]
+            b = nfull * NR
+            for c in range(p - b):
+                v0 = (((np.int32(s0[b + c]) ^ off) - off) - zx) & m0
+                v1 = (((np.int32(s1[b + c]) ^ off) - off) - zx) & m1
+                o[2 * c] = np.int16(v0)
+                o[2 * c + 1] = np.int16(v1)
+
+
+@njit(cache=True)
+def pointwise_panels(x, img, signed, zx, out):
+    """The B panels of a 1x1, stride-1, unpadded conv of image `img`: x[img] is already (K=C, P)."""
+    c = x.shape[1]
+    p = x.shape[2] * x.shape[3]
+    _interleave_panels(x[img].reshape(c, p), c, p, 128 if signed else 0, zx, out)
+    return out
+
+
+@njit(cache=True)
+def im2col_panels(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, out):
+    """The B panels of a general conv of image `img`: row k = (c*kh + i)*kw + j of the (K, P)
+    im2col matrix is gathered as raw bytes (contiguous runs along the output row when the stride
+    is 1; padding = the zero point's byte, so it packs to 0), then interleaved into panels."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    p = oh * ow
+    nk = c * kh * kw
+    col = np.empty((nk, p), np.uint8)
+    pad = np.uint8(zx & 0xFF)
+    for ci in range(c):
+        plane = x[img, ci]
+        for i in range(kh):
+            for j in range(kw):
+                row = col[(ci * kh + i) * kw + j]
+                xoff = j * dw - pl
+                # output columns whose input column ox*sw + xoff lies in [0, w)
+                lo = 0 if xoff >= 0 else min(ow, (-xoff + sw - 1) // sw)
+                hi = 0 if w - xoff <= 0 else min(ow, (w - xoff + sw - 1) // sw)
+                if hi < lo:
+                    hi = lo
+                for oy in range(oh):
+                    iy = oy * sh + i * dh - pt
+                    base = oy * ow
+                    if iy < 0 or iy >= h:
+                        for ox in range(ow):
+                            row[base + ox] = pad
+                        continue
+                    src = plane[iy]
+                    for ox in range(lo):
+                        row[base + ox] = pad
+                    # unsigned indices: no negative-index wraparound code in the copy loop
+                    if sw == 1:
+                        for ox in range(lo, hi):
+                            row[np.uint64(base + ox)] = src[np.uint64(ox + xoff)]
+                    else:
+                        for ox in range(lo, hi):
+                            row[np.uint64(base + ox)] = src[np.uint64(ox * sw + xoff)]
+                    for ox in range(hi, ow):
+                        row[base + ox] = pad
+    _interleave_panels(col, nk, p, 128 if signed else 0, zx, out)
+    col[0, 0] += 0  # a use after the raw-address calls keeps col alive until here
     return out
 
 

@@ -409,9 +409,23 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     n, c = x.shape[:2]
     p = o2[0] * o2[1]
     threads = _threads_for(macs, ctx.threads)
-    mb, npb, kc = _ql._blocking(pcw.kernel, p, b.shape[0], threads)
+    # channels as rows (avx2, 8-bit out): each output row is NCHW-contiguous, so whole panels
+    # store as vectors; positions as rows needs a transposed byte-by-byte store. Below one panel
+    # of positions (SE-block 1x1 maps) the positions-as-rows form wastes less of the tile.
+    rows = (pcw.kernel == "avx2" and mode == 1 and p >= common.NR
+            and _cpu.backend("avx2").FUSED_REQUANT)
+    if rows:
+        b = state.get("w_rows")
+        if b is None:
+            zw = np.broadcast_to(np.asarray(w_zp).reshape(-1), (m,))
+            b = state["w_rows"] = common.pack_rows_i16(np.asarray(w).reshape(m, -1), zw,
+                                                       _cpu.backend("avx2").MR)
+        mb, npb, kc = _ql._blocking(pcw.kernel, m, -(-p // common.NR), threads)
+    else:
+        mb, npb, kc = _ql._blocking(pcw.kernel, p, b.shape[0], threads)
     geo = np.array([int(x_zp), k2[0], k2[1], s2[0], s2[1], p2[0], p2[1], d2[0], d2[1], o2[0], o2[1],
-                    common.round_up(max(pw.k, 1), common.KALIGN), int(pointwise)], np.int64)
+                    common.round_up(max(pw.k, 1), common.KALIGN), int(pointwise), int(rows)],
+                   np.int64)
     table, flip = _NO_TABLE, np.uint8(0)
     if post_table is not None:
         if dt == np.dtype(np.float32):

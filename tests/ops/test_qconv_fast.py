@@ -198,3 +198,119 @@ def test_one_call_gemm_on_every_path(variant, m, kdim, n, xdt, out, threads, mon
     assert fast and fast[0] and "linear_2d" in fast[0][0].py_func.__name__
     acc = ref.qgemm_i32(x, xzp, w, wzp)
     np.testing.assert_array_equal(got, ref.epilogue_ref(acc, _ep(kw, n, bias)))
+
+
+# ------------------------------------------------ avx2: output channels as the GEMM's rows
+def _panels_reference(x, img, zx, k, s, p, d, nd):
+    """The (K, P) im2col matrix of x[img] minus zx (padding = zx, so 0), as numpy."""
+    xi = x[img].astype(np.int32)
+    c, sp = xi.shape[0], xi.shape[1:]
+    xpad = np.pad(xi, [(0, 0)] + [(p, p)] * nd, constant_values=zx)
+    out_sp = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n in sp]
+    cols = []
+    for ci in range(c):
+        for taps in np.ndindex(*(k,) * nd):
+            sl = tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, o in zip(taps, out_sp))
+            cols.append(xpad[(ci,) + sl].reshape(-1))
+    return np.stack(cols) - zx
+
+
+@pytest.mark.skipif("not _avx2()")
+@pytest.mark.parametrize("c,sp,k,s,p,d,xdt", [
+    (1, (5, 7), 1, 1, 0, 1, np.uint8), (3, (9, 13), 3, 1, 1, 1, np.int8),
+    (5, (8, 8), 3, 2, 1, 1, np.uint8), (4, (6, 10), 1, 2, 0, 1, np.int8),
+    (2, (4, 5), 3, 1, 4, 2, np.uint8), (7, (37,), 5, 1, 2, 1, np.int8)])
+def test_b_panel_packers_match_numpy(c, sp, k, s, p, d, xdt):
+    """pointwise_panels / im2col_panels: panel pp, k-pair kk, column cc, j holds im2col[2kk+j,
+    16pp+cc] - zx; K padding is zero."""
+    from qrt.kernels.cpu import common
+    nd = len(sp)
+    rng = np.random.default_rng(c * 31 + k)
+    lo = 0 if xdt == np.uint8 else -128
+    x = rng.integers(lo, lo + 256, (2, c) + sp).astype(xdt)
+    zx = int(rng.integers(lo, lo + 256))
+    want = _panels_reference(x, 1, zx, k, s, p, d, nd)
+    kdim, npos = want.shape
+    kp = common.round_up(kdim, common.KALIGN)
+    out = np.full((-(-npos // 16), kp // 2, 32), 12345, np.int16)
+    x4 = x.reshape((2, c) + ((1,) if nd == 1 else ()) + sp).view(np.uint8)
+    ow = want.shape[1] if nd == 1 else (sp[1] + 2 * p - d * (k - 1) - 1) // s + 1
+    oh = npos // ow
+    signed = xdt == np.int8
+    if k == 1 and s == 1 and p == 0:
+        common.pointwise_panels(x4, 1, signed, zx, out)
+    else:
+        kh = 1 if nd == 1 else k
+        ph, sh, dh = (0, 1, 1) if nd == 1 else (p, s, d)
+        common.im2col_panels(x4, 1, signed, zx, kh, k, sh, s, ph, p, dh, d, oh, ow, kp, out)
+    full = np.zeros((kp, out.shape[0] * 16), np.int64)
+    full[:kdim, :npos] = want
+    got = out.reshape(out.shape[0], kp // 2, 16, 2).transpose(1, 3, 0, 2).reshape(kp, -1)
+    np.testing.assert_array_equal(got[:, :npos], full[:, :npos])
+
+
+def _avx2():
+    from qrt.kernels.cpu import features
+    return features.can_run("avx2")
+
+
+@pytest.mark.skipif("not _avx2()")
+@pytest.mark.parametrize("case", [
+    # (n, c, sp, m, k, stride, pad, dilation, x dtype, out, table, threads)
+    (1, 1, (4, 4), 1, 1, 1, 0, 1, np.uint8, "uint8", False, 1),      # P = 16, K = 1, M = 1
+    (2, 3, (7, 13), 7, 3, 1, 1, 1, np.int8, "int8", True, 1),        # P = 91: a partial panel
+    (1, 9, (10, 11), 13, 1, 2, 0, 1, np.uint8, "uint8", False, 1),   # strided 1x1: im2col
+    (1, 2, (3, 20), 5, 3, 1, 4, 2, np.int8, "uint8", False, 1),      # padding past the reach
+    (1, 5, (41,), 11, 5, 1, 2, 1, np.uint8, "int8", False, 1),       # 1-D
+    (1, 300, (4, 8), 20, 1, 1, 0, 1, np.int8, "uint8", True, 1),     # K = 300: two K chunks
+    (1, 48, (12, 12), 70, 3, 1, 1, 1, np.uint8, "uint8", False, 2),  # 2 threads, K chunks
+])
+def test_channels_as_rows_conv(case, monkeypatch):
+    """avx2 convs with 8-bit outputs and at least one panel of output positions run with the
+    output channels as the GEMM's rows (NCHW rows stored whole); bit-exact with the reference."""
+    from qrt.kernels.cpu import features
+    n, c, sp, m, k, s, p, d, xdt, out, table, threads = case
+    nd = len(sp)
+    rng = np.random.default_rng(sum(sp) + m)
+    lo = 0 if xdt == np.uint8 else -128
+    x = rng.integers(lo, lo + 256, (n, c) + sp).astype(xdt)
+    w = rng.integers(-128, 128, (m, c) + (k,) * nd).astype(np.int8)
+    wzp = rng.integers(-3, 4, m).astype(np.int32)
+    bias = rng.integers(-3000, 3000, m).astype(np.int32)
+    xzp = int(rng.integers(lo, lo + 256))
+    kw = _epi_kwargs(rng, m, out)
+    pt = rng.integers(0, 256, (m, 256)).astype(np.uint8) if table else None
+    state = {}
+    monkeypatch.setenv(features.ENV_VAR, "avx2")
+    got = qconv(x, w, wzp, bias, x_zp=xzp, state=state, kernel_shape=None, strides=[s] * nd,
+                pads=[p] * (2 * nd), dilations=[d] * nd, group=1, auto_pad="NOTSET",
+                post_table=pt, post_lo=0 if out == "uint8" else -128,
+                ctx=NodeContext("t", "QConv", 1, threads), **kw)
+    fast = state[("fast", x.shape, x.dtype)]
+    assert fast and fast[1][1][13] == 1  # geo[13]: channels as rows
+    want = ref.qconv_ref(x, xzp, w, wzp, _ep(kw, m, bias), [s] * nd, [p] * (2 * nd), [d] * nd)
+    if pt is not None:
+        idx = want.astype(np.int32) - (0 if out == "uint8" else -128)
+        want = pt[np.arange(m).reshape((1, m) + (1,) * nd), idx]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif("not _avx2()")
+@pytest.mark.parametrize("sp,out", [((3, 5), "uint8"), ((8, 8), "float32")])
+def test_positions_as_rows_below_a_panel_or_for_float(sp, out, monkeypatch):
+    """Fewer than 16 output positions, or a float output: the positions-as-rows GEMM."""
+    from qrt.kernels.cpu import features
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (1, 6) + sp).astype(np.uint8)
+    w = rng.integers(-128, 128, (9, 6, 1, 1)).astype(np.int8)
+    kw = _epi_kwargs(rng, 9, out)
+    state = {}
+    monkeypatch.setenv(features.ENV_VAR, "avx2")
+    got = qconv(x, w, np.zeros(9, np.int32), None, x_zp=5, state=state, kernel_shape=None,
+                strides=[1, 1], pads=[0] * 4, dilations=[1, 1], group=1, auto_pad="NOTSET",
+                post_table=None, post_lo=0, ctx=CTX, **kw)
+    fast = state[("fast", x.shape, x.dtype)]
+    assert fast and fast[1][1][13] == 0
+    want = ref.qconv_ref(x, 5, w, np.zeros(9, np.int32), _ep(kw, 9, None), [1, 1], [0] * 4,
+                         [1, 1])
+    np.testing.assert_array_equal(got, want)
