@@ -160,12 +160,13 @@ _D2U, _D2F, _D2I = (np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.float32),
 
 def _run_fast_gemm(fast, x):
     fn, head, shape2, out2, out_shape, out_dt, slot = fast
-    out = np.empty(out2, out_dt)
     a8 = np.ascontiguousarray(x).reshape(shape2).view(np.uint8)
     if slot == 0:
-        fn(a8, *head, out.view(np.uint8), _D2F, _D2I)
-    else:
-        fn(a8, *head, _D2U, out, _D2I)
+        out = np.empty(out2, np.uint8)
+        fn(a8, *head, out, _D2F, _D2I)
+        return out.view(out_dt).reshape(out_shape)
+    out = np.empty(out2, np.float32)
+    fn(a8, *head, _D2U, out, _D2I)
     return out.reshape(out_shape)
 
 
@@ -233,7 +234,13 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
         fn, head = _cpu.backend("avx2").linear_2d, (x.dtype == np.int8, np.int64(int(x_zp)), kp,
                                                     b) + tail
     slot = 1 if dt == np.dtype(np.float32) else 0
-    return (fn, head, (m, k), (m, n), x.shape[:-1] + (n,), out_dt, slot)
+    out2 = (m, n)
+    if slot == 0:
+        outs = (np.empty((1, 1), np.uint8), _D2F, _D2I)
+    else:
+        outs = (_D2U, np.empty((1, 1), np.float32), _D2I)
+    fn = _cpu.compiled_entry(fn, (np.empty((1, 1), np.uint8),) + head + outs)
+    return (fn, head, (m, k), out2, x.shape[:-1] + (n,), out_dt, slot)
 
 
 def _vnni_head(which, pw, x_dtype, x_zp, first, tail):
@@ -371,6 +378,7 @@ def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
 _D3 = {np.dtype(np.uint8): np.zeros((1, 1, 1), np.uint8),
        np.dtype(np.float32): np.zeros((1, 1, 1), np.float32),
        np.dtype(np.int32): np.zeros((1, 1, 1), np.int32)}
+_D3U, _D3F, _D3I = (_D3[np.dtype(t)] for t in (np.uint8, np.float32, np.int32))
 _NO_TABLE = np.zeros((0, 256), np.uint8)
 
 
@@ -436,12 +444,18 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     x4shape = (n, c) + ((1,) + tuple(x.shape[2:]) if nd == 1 else tuple(x.shape[2:]))
     out_dt = dt if post_table is None else np.asarray(post_table).dtype
     slot = 0 if dt != np.dtype(np.float32) else 1
+    x0 = np.empty((1, 1, 1, 1), np.uint8)
     tail = (np.int64(m), np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bs, mult, zpf,
             lof, hif, table, flip, threads > 1)
     if pcw.kernel == "vnni":
         fn, head = _vnni_head("conv_nchw_fn", pw, x.dtype, x_zp, geo, tail)
     else:
         fn, head = _cpu.backend("avx2").conv_nchw, (x.dtype == np.int8, geo, b) + tail
+    if slot == 0:
+        outs = (np.empty((1, 1, 1), np.uint8), _D3F, _D3I)
+    else:
+        outs = (_D3U, np.empty((1, 1, 1), np.float32), _D3I)
+    fn = _cpu.compiled_entry(fn, (x0,) + head + outs)
     return (fn, head, x4shape, (n, m, p), (n, m) + tuple(out_sp), out_dt, slot)
 
 
@@ -451,11 +465,12 @@ _bind_fused(qgemm, _run_fast_gemm)
 def _run_fast_conv(fast, x):
     fn, head, x4shape, out3, out_shape, out_dt, slot = fast
     x8 = np.ascontiguousarray(x).reshape(x4shape).view(np.uint8)
-    out = np.empty(out3, out_dt)
     if slot == 0:
-        fn(x8, *head, out.view(np.uint8), _D3[np.dtype(np.float32)], _D3[np.dtype(np.int32)])
-    else:
-        fn(x8, *head, _D3[np.dtype(np.uint8)], out, _D3[np.dtype(np.int32)])
+        out = np.empty(out3, np.uint8)
+        fn(x8, *head, out, _D3F, _D3I)
+        return out.view(out_dt).reshape(out_shape)
+    out = np.empty(out3, np.float32)
+    fn(x8, *head, _D3U, out, _D3I)
     return out.reshape(out_shape)
 
 
