@@ -106,6 +106,23 @@ def test_depthwise_parallel_matches_ref(path, case, monkeypatch):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("width,kernel,stride,kind", [
+    (200, 3, 1, "u8"), (203, 5, 1, "s8clip"), (250, 3, 2, "u8relu"), (97, 7, 1, "float"),
+    (161, 3, 1, "i32")])
+def test_wide_rows(path, width, kernel, stride, kind):
+    """Rows wider than the hypothesis cases: several 32-output register blocks of the avx2 row
+    accumulation, then 8-output ones, and the vector epilogue's whole-vector part plus its scalar
+    tail, in one row."""
+    rng = np.random.default_rng(width)
+    c = 3
+    x = _rand(rng, (1, c, 4, width), np.uint8)
+    w = _rand(rng, (c, 1, kernel, kernel), np.int8)
+    ep = _epilogue(kind, rng, c)
+    pads = (kernel // 2,) * 4
+    _check(path, (x, 7, w, np.zeros(c, np.int64), (stride, stride), pads, (1, 1), ep), 1)
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_extremes_exact(path):
     """Largest |x - zx| and |w - zw| (255 each) on every tap of a big kernel: int32 sums of pair
     products (2 * 255 * 255 per vpmaddwd lane) with no saturation anywhere."""
