@@ -94,27 +94,43 @@ def qmul_flat(a, b, out, za, zb, m, zy, lo, hi):
 
 @nb.njit(cache=True, nogil=True)
 def qadd_4d(a, b, out, za, zb, ma, mb, zy, lo, hi):
-    """a, b: 4-D views broadcast to out's shape (zero strides allowed); out C-contiguous."""
+    """a, b: 4-D, each axis either out's length or 1 (broadcast here, by a zero index step: a
+    numpy broadcast view cost more to make than this pass over a small tensor); out C-contiguous."""
     d0, d1, d2, d3 = out.shape
+    a0, a1, a2, a3 = (int(a.shape[0] > 1), int(a.shape[1] > 1), int(a.shape[2] > 1),
+                      int(a.shape[3] > 1))
+    b0, b1, b2, b3 = (int(b.shape[0] > 1), int(b.shape[1] > 1), int(b.shape[2] > 1),
+                      int(b.shape[3] > 1))
     for i in range(d0):
         for j in range(d1):
             for k in range(d2):
+                ar = a[i * a0, j * a1, k * a2]
+                br = b[i * b0, j * b1, k * b2]
+                orow = out[i, j, k]
                 for l in range(d3):
-                    va = np.float32(np.int32(np.int32(a[i, j, k, l]) - za)) * ma
-                    vb = np.float32(np.int32(np.int32(b[i, j, k, l]) - zb)) * mb
-                    out[i, j, k, l] = _sat(va + vb, zy, lo, hi)
+                    va = np.float32(np.int32(np.int32(ar[l * a3]) - za)) * ma
+                    vb = np.float32(np.int32(np.int32(br[l * b3]) - zb)) * mb
+                    orow[l] = _sat(va + vb, zy, lo, hi)
     return out
 
 
 @nb.njit(cache=True, nogil=True)
 def qmul_4d(a, b, out, za, zb, m, zy, lo, hi):
+    """As qadd_4d."""
     d0, d1, d2, d3 = out.shape
+    a0, a1, a2, a3 = (int(a.shape[0] > 1), int(a.shape[1] > 1), int(a.shape[2] > 1),
+                      int(a.shape[3] > 1))
+    b0, b1, b2, b3 = (int(b.shape[0] > 1), int(b.shape[1] > 1), int(b.shape[2] > 1),
+                      int(b.shape[3] > 1))
     for i in range(d0):
         for j in range(d1):
             for k in range(d2):
+                ar = a[i * a0, j * a1, k * a2]
+                br = b[i * b0, j * b1, k * b2]
+                orow = out[i, j, k]
                 for l in range(d3):
-                    p = np.int32((np.int32(a[i, j, k, l]) - za) * (np.int32(b[i, j, k, l]) - zb))
-                    out[i, j, k, l] = _sat(np.float32(p) * m, zy, lo, hi)
+                    p = np.int32((np.int32(ar[l * a3]) - za) * (np.int32(br[l * b3]) - zb))
+                    orow[l] = _sat(np.float32(p) * m, zy, lo, hi)
     return out
 
 

@@ -810,13 +810,33 @@ def _binary_fast(flat, quad, chan, a, b, out_dtype, consts):
         chan(np.ascontiguousarray(a).reshape(n, c, -1), np.ascontiguousarray(b).reshape(-1, c),
              out.reshape(n, c, -1), *tail)
         return out
-    shape = np.broadcast_shapes(a.shape, b.shape)
-    if len(shape) > 4:
+    geo = _BROADCAST.get((a.shape, b.shape))
+    if geo is None:
+        geo = _broadcast_geometry(a.shape, b.shape)
+    if not geo:
         return None
-    s4 = (1,) * (4 - len(shape)) + shape
+    shape, s4, a4, b4 = geo
     out = np.empty(s4, odt)
-    quad(np.broadcast_to(a, shape).reshape(s4), np.broadcast_to(b, shape).reshape(s4), out, *tail)
+    quad(np.ascontiguousarray(a).reshape(a4), np.ascontiguousarray(b).reshape(b4), out, *tail)
     return out.reshape(shape)
+
+
+_BROADCAST: dict = {}  # (a shape, b shape) -> _broadcast_geometry: shapes repeat run to run
+
+
+def _broadcast_geometry(sa, sb):
+    """(out shape, and out/a/b shapes padded to 4-D) of a broadcast of rank <= 4, else False."""
+    shape = np.broadcast_shapes(sa, sb)  # raises the usual error for shapes that do not broadcast
+    if len(shape) > 4:
+        geo = False
+    else:
+        def pad(s):
+            return (1,) * (4 - len(s)) + tuple(s)
+        geo = (shape, pad(shape), pad(sa), pad(sb))
+    if len(_BROADCAST) > 4096:  # shapes that vary without end (dynamic dims) must not grow it
+        _BROADCAST.clear()
+    _BROADCAST[(sa, sb)] = geo
+    return geo
 
 
 def _qadd_consts(a_scale, a_zp, b_scale, b_zp, y_scale, y_zp, **_):

@@ -11,7 +11,8 @@ from qrt.ops.fused import qadd, qmul
 
 SHAPES = [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), ()), ((2, 3, 4, 5), (1, 3, 1, 1)),
           ((1, 3, 1, 1), (2, 3, 4, 5)), ((2, 3, 4, 5), (2, 3, 1, 1)), ((2, 3, 4), (1, 3, 1)),
-          ((2, 3, 4, 5), (1, 1, 4, 1)), ((3, 1), (1, 4)), ((2, 1, 3, 1, 2), (1, 2, 1, 4, 1))]
+          ((2, 3, 4, 5), (1, 1, 4, 1)), ((3, 1), (1, 4)), ((2, 1, 3, 1, 2), (1, 2, 1, 4, 1)),
+          ((1, 20, 7), (7,)), ((4, 1, 6), (5, 1)), ((6,), (2, 3, 1, 6))]
 
 
 def _twin(op, a, b, sa, za, sb, zb, sy, zy, dt):
@@ -28,7 +29,7 @@ def _twin(op, a, b, sa, za, sb, zb, sy, zy, dt):
     return np.clip(y + np.float32(zy), lo, hi).astype(dt)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2 ** 31), k=st.integers(0, len(SHAPES) - 1),
        op=st.sampled_from(["add", "mul"]),
        dts=st.tuples(*[st.sampled_from([np.uint8, np.int8])] * 3))
