@@ -168,6 +168,18 @@ def _blocking(path: str, m: int, npanels: int, threads: int):
     return mb, npb, kc
 
 
+def avx2_mode(mode: int, bias: np.ndarray, k: int) -> int:
+    """The avx2 GEMM's epilogue mode: an 8-bit epilogue (mode 1) whose bias could overflow int32
+    together with the sums (|bias| + K*255*255 >= 2**31; operands are |a - za|, |w - zw| <= 255)
+    runs as avx2.MODE_Q_WIDE_BIAS, through the saturating epilogue; the register epilogue adds
+    the bias with plain int32 adds."""
+    if mode != 1 or bias.size == 0:
+        return mode
+    if int(np.abs(bias.astype(np.int64)).max()) + max(k, 1) * 255 * 255 >= 2 ** 31:
+        return 3
+    return mode
+
+
 def _gemm_prepared(path, pw, a_prep, m, ep, threads):
     """Run the packed GEMM of `path` on already prepared activations; returns the (M, N) output."""
     n = pw.n
@@ -179,7 +191,8 @@ def _gemm_prepared(path, pw, a_prep, m, ep, threads):
             b = pw.data["b"]
             mb, npb, kc = _blocking(path, m, b.shape[0], threads)
             mod.gemm(a_prep, np.int64(m), b, np.int64(n), np.int64(mb), np.int64(npb),
-                     np.int64(kc), np.int64(mode), bias, mult, zpf, lof, hif, oq, of, oi)
+                     np.int64(kc), np.int64(avx2_mode(mode, bias, pw.k)), bias, mult, zpf, lof,
+                     hif, oq, of, oi)
         elif path == "portable":
             b = pw.data["b"]
             mb, npb, kc = _blocking(path, m, b.shape[2] // 16, threads)

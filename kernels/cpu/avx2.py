@@ -22,6 +22,10 @@ from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image
                                      pointwise_image, pointwise_panels, prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
+# mode of an 8-bit epilogue whose bias may overflow int32 with the sums (|bias| + K*255*255 >=
+# 2**31, see requant_mode): the int32 tile and common.epilogue_tile's saturating add instead of
+# the register epilogue, whose plain adds would wrap
+MODE_Q_WIDE_BIAS = 3
 # 8-bit outputs requantized in the micro-kernel's registers (False: through the int32 tile and
 # common.epilogue_tile, the reference-shaped path; kept for comparison)
 FUSED_REQUANT = True
@@ -128,8 +132,8 @@ def _make_ukernel_requant(mr: int, cont: bool, rowwise: bool = False, nvec: int 
     codes straight to the output: no int32 tile round trip, and vector arithmetic where the tile
     epilogue was scalar. Accumulators start at zero (`cont` False: the whole K in this call) or
     from the int32 tile at c_addr (`cont` True: the last K chunk after earlier ones).
-    Per element, exactly common.requant_one: saturating int32 add of the bias (= clip of the int64
-    sum), float32 conversion, float32 multiply (no FMA contraction: plain IR fmul/fadd), rint
+    Per element, exactly common.requant_one (for biases that cannot overflow, see below): int32
+    add of the bias (here the sums' starting value), float32 conversion, float32 multiply (no FMA contraction: plain IR fmul/fadd), rint
     (ties to even), + zero point, clamp to [lof, hif], truncation, low byte stored.
     out_addr: byte address of C[0, 0]; rs / cs: byte strides of a row / a column of the output
     (a transposed NCHW view has rs = 1); only the first `ncols` (<= 16) columns are stored.
@@ -154,22 +158,14 @@ def _make_ukernel_requant(mr: int, cont: bool, rowwise: bool = False, nvec: int 
             f32 = ir.FloatType()
             v8i32, v8f32 = _V8I32, ir.VectorType(f32, 8)
             mod = builder.module
-            sadd = cgutils.get_or_insert_function(
-                mod, ir.FunctionType(v8i32, [v8i32, v8i32]), "llvm.sadd.sat.v8i32")
             rint = cgutils.get_or_insert_function(mod, ir.FunctionType(v8f32, [v8f32]),
                                                   "llvm.rint.v8f32")
             c64 = _c64
             zero8 = ir.Constant(v8i32, None)
-            if cont:
-                acc0, _ = _load_tile(builder, c_addr, ldc, mr, nvec)
-            else:
-                acc0 = [zero8] * (mr * nvec)
-            final = _emit_k_loop(builder, a_addr, b_addr, kp2, acc0, mr, nvec)
 
             def splat(x, vt=v8f32):
                 v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
                 return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zero8)
-            zv, lov, hiv = splat(zpf), splat(lof), splat(hif)
             bias_v, mult_v = [], []
             if rowwise:
                 for r in range(mr):
@@ -183,10 +179,21 @@ def _make_ukernel_requant(mr: int, cont: bool, rowwise: bool = False, nvec: int 
                         builder.add(bias_addr, c64(32 * j)), v8i32.as_pointer()), align=4))
                     mult_v.append(builder.load(builder.inttoptr(
                         builder.add(mult_addr, c64(32 * j)), v8f32.as_pointer()), align=4))
+            # the bias starts the sums (or joins the earlier chunks' tile): plain int32 adds,
+            # exact because the caller runs this only when |bias| + K*255*255 < 2**31 (mode 1;
+            # else mode 3, the int32 tile and the saturating scalar epilogue)
+            bias_of = [bias_v[idx // nvec if rowwise else idx % nvec] for idx in range(mr * nvec)]
+            if cont:
+                acc0, _ = _load_tile(builder, c_addr, ldc, mr, nvec)
+                acc0 = [builder.add(a, b) for a, b in zip(acc0, bias_of)]
+            else:
+                acc0 = bias_of
+            final = _emit_k_loop(builder, a_addr, b_addr, kp2, acc0, mr, nvec)
+            zv, lov, hiv = splat(zpf), splat(lof), splat(hif)
             codes = []  # per row, per vector: <8 x i8>
             for idx, acc in enumerate(final):
                 j = idx // nvec if rowwise else idx % nvec
-                y = builder.sitofp(builder.call(sadd, [acc, bias_v[j]]), v8f32)
+                y = builder.sitofp(acc, v8f32)
                 y = builder.fmul(y, mult_v[j])
                 y = builder.fadd(builder.call(rint, [y]), zv)
                 y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
@@ -487,8 +494,9 @@ def gemm(a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f
         for t in prange(nmb * nnb):
             _gemm_task_requant(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q)
         return
+    md = 1 if mode == MODE_Q_WIDE_BIAS else mode
     for t in prange(nmb * nnb):
-        _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f,
+        _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, md, bias, mult, zpf, lof, hif, out_q, out_f,
                    out_i)
 
 
@@ -501,8 +509,9 @@ def gemm_serial(a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q
         for t in range(nmb * nnb):
             _gemm_task_requant(t, nnb, a, m, b, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q)
         return
+    md = 1 if mode == MODE_Q_WIDE_BIAS else mode
     for t in range(nmb * nnb):
-        _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, out_q, out_f,
+        _gemm_task(t, nnb, a, m, b, n, mb, npb, kc2, md, bias, mult, zpf, lof, hif, out_q, out_f,
                    out_i)
 
 

@@ -314,3 +314,32 @@ def test_positions_as_rows_below_a_panel_or_for_float(sp, out, monkeypatch):
     want = ref.qconv_ref(x, 5, w, np.zeros(9, np.int32), _ep(kw, 9, None), [1, 1], [0] * 4,
                          [1, 1])
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("variant", _variants())
+@pytest.mark.parametrize("op", ["conv", "gemm"])
+def test_bias_near_int32_limits_saturates_like_the_reference(variant, op, monkeypatch):
+    """Biases within K*255*255 of the int32 limits: acc + bias must clip exactly as the reference
+    (avx2: the register epilogue adds the bias with plain int32 adds, so such layers take the
+    saturating tile epilogue)."""
+    rng = np.random.default_rng(5)
+    m, c = 20, 37
+    x = rng.integers(0, 256, (1, c, 6, 9)).astype(np.uint8)
+    w = rng.integers(-128, 128, (m, c, 1, 1)).astype(np.int8)
+    wzp = np.zeros(m, np.int32)
+    bias = rng.choice([2 ** 31 - 7, -(2 ** 31) + 7, 0, 1000], m).astype(np.int32)
+    kw = _epi_kwargs(rng, m, "uint8")
+    kw["multiplier"] = kw["scale"] = np.full(m, 1e-7, np.float32)  # the clipped sums stay in range
+    with _forced_path(variant, monkeypatch):
+        if op == "conv":
+            got = qconv(x, w, wzp, bias, x_zp=3, state={}, kernel_shape=None, strides=[1, 1],
+                        pads=[0] * 4, dilations=[1, 1], group=1, auto_pad="NOTSET",
+                        post_table=None, post_lo=0, ctx=CTX, **kw)
+            want = ref.qconv_ref(x, 3, w, wzp, _ep(kw, m, bias), [1, 1], [0] * 4, [1, 1])
+        else:
+            x2 = x.reshape(c, -1).T.copy()
+            got = qgemm(x2, w.reshape(m, c), wzp, bias, x_zp=3, state={}, ctx=CTX, **kw)
+            want = ref.epilogue_ref(ref.qgemm_i32(x2, 3, w.reshape(m, c), wzp),
+                                    _ep(kw, m, bias))
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 2  # both clipped ends and ordinary values
