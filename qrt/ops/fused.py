@@ -384,6 +384,16 @@ _D3U, _D3F, _D3I = (_D3[np.dtype(t)] for t in (np.uint8, np.float32, np.int32))
 _NO_TABLE = np.zeros((0, 256), np.uint8)
 
 
+def _rows_pay(m: int, p: int, k: int) -> bool:
+    """Whether the channels-as-rows GEMM (6-channel x 16-position tiles, whole-row stores) beats
+    positions-as-rows (6-position x 16-channel tiles, byte stores) for m channels, p positions,
+    K = k: it does unless its tiles are emptier and K is long enough for the multiply-adds to
+    outweigh the stores (PP-OCR rec's 1x3 convs over 20 positions, K = 2880: 2.9x slower)."""
+    def fill(rows, cols):
+        return rows / (-(-rows // 6) * 6) * cols / (-(-cols // 16) * 16)
+    return k <= 256 or fill(m, p) >= fill(p, m)
+
+
 def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
                        scale, y_zp, lo, hi, lo_f, hi_f, strides, pads, dilations, group, auto_pad,
                        bias_f, post_table, post_lo, ctx):
@@ -425,7 +435,7 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     if pcw.kernel == "avx2":
         mode = _ql.avx2_mode(mode, bs, pw.k)
     rows = (pcw.kernel == "avx2" and mode == 1 and p >= common.NR
-            and _cpu.backend("avx2").FUSED_REQUANT)
+            and _cpu.backend("avx2").FUSED_REQUANT and _rows_pay(m, p, pw.k))
     if rows:
         b = state.get("w_rows")
         if b is None:
