@@ -381,18 +381,10 @@ def _slice_ep(ep: Epilogue, a: int, b: int, m: int) -> Epilogue:
                     sl(ep.scale), ep.lo_f, ep.hi_f)
 
 
-def depthwise_conv(x: np.ndarray, x_zero_point: int, pcw: PackedConvWeight,
-                   ep: Epilogue | None = None, strides=None, pads=None, dilations=None,
-                   threads: int = 1) -> np.ndarray:
-    """Depthwise integer conv (group == C == M), any kernel/stride/pad/dilation (1-D or 2-D),
-    same epilogue; bit-exact with ref.depthwise_conv_ref. Kernels: kernels/cpu/depthwise.py.
-
-    A MobileNet-sized call runs for microseconds, so Python work per call matters: what does not
-    change between calls is prepared once and kept on `pcw` (per input shape, dtype, zero point,
-    strides, pads, dilations and mode: the geometry and the kernel; per `ep`: the epilogue arrays).
-    The epilogue entry is reused only while every field of `ep` is the very object it was built
-    from (identity: an edited or rebuilt Epilogue is never served stale; arrays inside it are taken
-    as immutable, like packed weights)."""
+def depthwise_prepared(x: np.ndarray, x_zero_point: int, pcw: PackedConvWeight,
+                       ep: Epilogue | None, strides=None, pads=None, dilations=None):
+    """(geometry entry, epilogue entry, za) of `depthwise_conv`, from the caches on `pcw` (built
+    on a miss); the geometry entry is False where the reference twin runs."""
     d = pcw.__dict__
     za = x_zero_point if type(x_zero_point) is int else int(np.asarray(x_zero_point).reshape(()))
     hit = d.get("_dw_ep")
@@ -454,6 +446,23 @@ def depthwise_conv(x: np.ndarray, x_zero_point: int, pcw: PackedConvWeight,
                  np.zeros((1, 1, 1, 1), np.uint8), np.zeros((1, 1, 1, 1), np.float32),
                  np.zeros((1, 1, 1, 1), np.int32))  # the unused outputs (one kernel signature)
         cache[key] = g
+    return g, e, za
+
+
+def depthwise_conv(x: np.ndarray, x_zero_point: int, pcw: PackedConvWeight,
+                   ep: Epilogue | None = None, strides=None, pads=None, dilations=None,
+                   threads: int = 1) -> np.ndarray:
+    """Depthwise integer conv (group == C == M), any kernel/stride/pad/dilation (1-D or 2-D),
+    same epilogue; bit-exact with ref.depthwise_conv_ref. Kernels: kernels/cpu/depthwise.py.
+
+    A MobileNet-sized call runs for microseconds, so Python work per call matters: what does not
+    change between calls is prepared once and kept on `pcw` (per input shape, dtype, zero point,
+    strides, pads, dilations and mode: the geometry and the kernel; per `ep`: the epilogue arrays).
+    The epilogue entry is reused only while every field of `ep` is the very object it was built
+    from (identity: an edited or rebuilt Epilogue is never served stale; arrays inside it are taken
+    as immutable, like packed weights)."""
+    g, e, za = depthwise_prepared(x, x_zero_point, pcw, ep, strides, pads, dilations)
+    mode = e[0]
     if g is False:
         st, pd, dl = _geometry(x.shape[2:], pcw.kernel_shape, strides, pads, dilations)[:3]
         return ref.depthwise_conv_ref(x, x_zero_point, pcw.w, pcw.zero_point, ep, st, pd, dl)
@@ -469,7 +478,7 @@ def depthwise_conv(x: np.ndarray, x_zero_point: int, pcw: PackedConvWeight,
     x4 = np.ascontiguousarray(x)
     if shape4 is not None:
         x4 = x4.reshape(shape4)
-    if key[1] != "B":
+    if x.dtype != np.uint8:
         x4 = x4.view(np.uint8)
     nc = shape_k[0] * shape_k[1]
     if threads > 1 and fn_par is not None:

@@ -48,7 +48,7 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import I32_MAX, dequant_one, requant_one
+from qrt.kernels.cpu.common import I32_MAX, apply_table, dequant_one, requant_one
 
 # geo (int64) layout. GEO_SIZE is followed by kw tap starts: where tap j's run begins in a scratch
 # row, in elements (int16 for portable, int32 pair words for avx2); then kh * ceil(kw/2) byte
@@ -583,3 +583,30 @@ def depthwise_avx2_parallel(x, wpair, geo, bias, mult, epf, out_q, out_f, out_i,
     for k in prange(nchunks):
         depthwise_avx2(x, wpair, geo, bias, mult, epf, out_q, out_f, out_i, total * k // nchunks,
                        total * (k + 1) // nchunks)
+
+
+@njit(cache=True, inline="always")
+def _as_planes(o, oh, ow):
+    """An (N, C, oh*ow) output as (N, C, oh, ow); a (1, 1, 1) dummy as (1, 1, 1, 1)."""
+    if o.shape[2] == oh * ow:
+        return o.reshape(o.shape[0], o.shape[1], oh, ow)
+    return o.reshape(o.shape[0], o.shape[1], 1, o.shape[2])
+
+
+@njit(cache=True)
+def depthwise_avx2_nchw(x, wpair, geo, bias, mult, epf, table, flip, nchunks, out_q, out_f,
+                        out_i):
+    """A whole depthwise conv in one call (the plan's bound step): `depthwise_avx2` over every
+    plane (nchunks > 1: `depthwise_avx2_parallel`), then the optional per-channel table (`table`
+    (C, 256) raw bytes, 0 rows for none) on the 8-bit output. Outputs (N, C, oh*ow), the unused
+    ones (1, 1, 1) dummies."""
+    oh, ow = geo[G_OH], geo[G_OW]
+    q = _as_planes(out_q, oh, ow)
+    f = _as_planes(out_f, oh, ow)
+    i = _as_planes(out_i, oh, ow)
+    if nchunks > 1:
+        depthwise_avx2_parallel(x, wpair, geo, bias, mult, epf, q, f, i, nchunks)
+    else:
+        depthwise_avx2(x, wpair, geo, bias, mult, epf, q, f, i, 0, x.shape[0] * x.shape[1])
+    if table.shape[0] > 0:
+        apply_table(out_q, table, flip)

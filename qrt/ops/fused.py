@@ -402,11 +402,15 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     when this conv takes the general route."""
     from qrt.kernels import cpu as _cpu
     from qrt.kernels.cpu import common
-    if group != 1 or bias_f is not None or x.dtype not in _INT8 or w.ndim not in (3, 4):
+    if bias_f is not None or x.dtype not in _INT8 or w.ndim not in (3, 4):
         return False
     st, pd, dl, out_sp, macs, pcw, pointwise = _conv_prepared(state, x.shape, w, w_zp, group,
                                                               strides, pads, dilations, auto_pad)
-    if pcw is None or pcw.kernel not in ("avx2", "vnni") or pcw.depthwise:
+    if pcw is not None and pcw.depthwise:
+        return _prepare_fast_depthwise(state, x, w, bias, x_scale, x_zp, w_scale, out_dtype,
+                                       multiplier, scale, y_zp, lo, hi, lo_f, hi_f, st, pd, dl,
+                                       pcw, macs, post_table, post_lo, ctx)
+    if group != 1 or pcw is None or pcw.kernel not in ("avx2", "vnni"):
         return False
     dt = np.dtype(out_dtype)
     if dt not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32)):
@@ -474,6 +478,50 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
 
 
 _bind_fused(qgemm, _run_fast_gemm)
+
+
+def _prepare_fast_depthwise(state, x, w, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
+                            scale, y_zp, lo, hi, lo_f, hi_f, st, pd, dl, pcw, macs, post_table,
+                            post_lo, ctx):
+    """`_prepare_fast_conv` for a depthwise conv on an AVX2 CPU: one Numba call (the kernel over
+    every plane, then the folded table), in the same calling form as the group-1 conv (whose
+    Python route took about as long as a small layer's arithmetic). False for the general route."""
+    from qrt.kernels import cpu as _cpu
+    from qrt.kernels.cpu import depthwise as dwk
+    dt = np.dtype(out_dtype)
+    if (pcw.kernel not in ("avx2", "vnni") or _cpu.missing_features("avx2")
+            or dt not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32))
+            or (post_table is not None and dt == np.dtype(np.float32))):
+        return False
+    m = w.shape[0]
+    ep = state.get("ep")
+    if ep is None:
+        ep = state["ep"] = make_epilogue(m, out_dtype, bias, x_scale, None, w_scale, multiplier,
+                                         scale, y_zp, lo, hi, lo_f, hi_f)
+    g, e, _ = _ql.depthwise_prepared(x, int(x_zp), pcw, ep, st, pd, dl)
+    if g is False or g[0] is not dwk.depthwise_avx2:
+        return False
+    _, fn_par, wk, geo, shape4, shape_k, shape_out, _, _, _ = g
+    _, bs, mult, epf, _ = e
+    n, c = shape_k[:2]
+    threads = _threads_for(macs, ctx.threads)
+    nchunks = min(n * c, threads) if threads > 1 and fn_par is not None else 1
+    table, flip = _NO_TABLE, np.uint8(0)
+    out_dt = dt
+    if post_table is not None:
+        t = np.asarray(post_table)
+        table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (m, 256))).view(np.uint8)
+        flip = np.uint8(128 if post_lo else 0)
+        out_dt = t.dtype
+    head = (wk, geo, bs, mult, epf, table, flip, np.int64(nchunks))
+    slot = 1 if dt == np.dtype(np.float32) else 0
+    outs = ((np.empty((1, 1, 1), np.uint8), _D3F, _D3I) if slot == 0 else
+            (_D3U, np.empty((1, 1, 1), np.float32), _D3I))
+    fn = _cpu.compiled_entry(dwk.depthwise_avx2_nchw,
+                             (np.empty((1, 1, 1, 1), np.uint8),) + head + outs)
+    x4 = shape4 if shape4 is not None else x.shape
+    out_shape = shape_out if shape_out is not None else shape_k
+    return (fn, head, x4, (n, c, shape_k[2] * shape_k[3]), out_shape, out_dt, slot)
 
 
 def _run_fast_conv(fast, x):

@@ -343,3 +343,50 @@ def test_bias_near_int32_limits_saturates_like_the_reference(variant, op, monkey
                                     _ep(kw, m, bias))
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(want)) > 2  # both clipped ends and ordinary values
+
+
+@pytest.mark.skipif("not _avx2()")
+@pytest.mark.parametrize("case", [
+    # (n, c, sp, k, stride, pad, x dtype, out, table, threads)
+    (1, 8, (12, 40), 3, 1, 1, np.uint8, "uint8", True, 1),
+    (2, 5, (9, 21), 5, 2, 2, np.int8, "int8", False, 1),
+    (1, 6, (7, 33), 3, 1, 1, np.uint8, "float32", False, 1),
+    (1, 4, (50,), 5, 1, 2, np.int8, "uint8", True, 1),       # 1-D
+    (2, 64, (24, 80), 3, 1, 1, np.uint8, "uint8", True, 2),  # parallel over planes
+])
+def test_depthwise_one_call(case, monkeypatch):
+    """Depthwise QConv (group = C) on AVX2 runs as one bound Numba call (the kernel over every
+    plane, then the folded per-channel table), bit-exact with the grouped reference conv."""
+    from qrt.kernels.cpu import depthwise as dwk
+    from qrt.kernels.cpu import features
+    from qrt.ops import fused
+    monkeypatch.setattr(dwk, "PAR_MIN_MACS", 0)
+    monkeypatch.setattr(fused, "_PAR_MIN_MACS", 0)
+    n, c, sp, k, s, p, xdt, out, table, threads = case
+    nd = len(sp)
+    rng = np.random.default_rng(c + k)
+    lo = 0 if xdt == np.uint8 else -128
+    x = rng.integers(lo, lo + 256, (n, c) + sp).astype(xdt)
+    w = rng.integers(-128, 128, (c, 1) + (k,) * nd).astype(np.int8)
+    wzp = rng.integers(-3, 4, c).astype(np.int32)
+    bias = rng.integers(-3000, 3000, c).astype(np.int32)
+    xzp = int(rng.integers(lo, lo + 256))
+    kw = _epi_kwargs(rng, c, out)
+    pt = rng.integers(0, 256, (c, 256)).astype(np.uint8) if table else None
+    state = {}
+    monkeypatch.setenv(features.ENV_VAR, "avx2")
+    ctx = NodeContext("t", "QConv", 1, threads)
+    for _ in range(2):  # the first call prepares, the second runs the bound call
+        got = qconv(x, w, wzp, bias, x_zp=xzp, state=state, kernel_shape=None,
+                    strides=[s] * nd, pads=[p] * (2 * nd), dilations=[1] * nd, group=c,
+                    auto_pad="NOTSET", post_table=pt, post_lo=0 if out == "uint8" else -128,
+                    ctx=ctx, **kw)
+    fast = state[("fast", x.shape, x.dtype)]
+    assert fast and "depthwise_avx2_nchw" in getattr(fast[0], "py_func", fast[0]).__name__
+    assert fast[1][7] == min(threads, n * c)  # planes split over the threads
+    want = ref.qconv_ref(x, xzp, w, wzp, _ep(kw, c, bias), [s] * nd, [p] * (2 * nd), [1] * nd,
+                         group=c)
+    if pt is not None:
+        idx = want.astype(np.int32) - (0 if out == "uint8" else -128)
+        want = pt[np.arange(c).reshape((1, c) + (1,) * nd), idx]
+    np.testing.assert_array_equal(got, want)
