@@ -214,29 +214,32 @@ def qmul_chan(a, b, out, za, zb, m, zy, lo, hi):
 @nb.njit(cache=True, nogil=True)
 def maxpool2d(x, kh, kw, sh, sw, pt, pl, dh, dw, lowest, out):
     """out[n, c, i, j] = max over the window's taps inside x (taps in the padding count as `lowest`,
-    as the padded numpy twin does); NaN propagates like np.maximum."""
+    as the padded numpy twin does); NaN propagates like np.maximum.
+    Row by row: each valid (kernel row, tap) folds into the whole output row with a branch-free
+    select over the output columns whose input column is inside x (worked out once per tap), so
+    the loop vectorises; the per-output tap loop with early exits ran ~20 cycles an output."""
     n_, c_, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for n in range(n_):
         for c in range(c_):
             for i in range(oh):
+                orow = out[n, c, i]
                 for j in range(ow):
-                    m = lowest
-                    for a in range(kh):
-                        iy = i * sh - pt + a * dh
-                        if iy < 0 or iy >= h:
-                            continue
-                        for b in range(kw):
-                            ix = j * sw - pl + b * dw
-                            if 0 <= ix < w:
-                                v = x[n, c, iy, ix]
-                                if v > m or v != v:
-                                    m = v
-                                    if v != v:
-                                        break
-                        if m != m:
-                            break
-                    out[n, c, i, j] = m
+                    orow[j] = lowest
+                for a in range(kh):
+                    iy = i * sh - pt + a * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    xrow = x[n, c, iy]
+                    for b in range(kw):
+                        off = b * dw - pl
+                        lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
+                        hi = 0 if w - off <= 0 else min(ow, (w - off + sw - 1) // sw)
+                        for j in range(lo, hi):
+                            v = xrow[np.uint64(j * sw + off)]
+                            m = orow[j]
+                            # NaN wins and then stays (v > NaN is False)
+                            orow[j] = v if (v > m) | (v != v) else m
     return out
 
 
