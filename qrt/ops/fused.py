@@ -992,3 +992,32 @@ def qglobal_average_pool(x, *, x_scale, x_zp, y_scale, y_zp, out_dtype, kernel):
     _float_ops().qglobal_avg(np.ascontiguousarray(x).reshape(n, c, hw), np.int64(x_zp), m,
                              float(y_zp), float(lo), float(hi), out.view(np.uint8))
     return out.reshape((n, c) + (1,) * (x.ndim - 2))
+
+
+def _bind_qgap(**kw):
+    """Plan step of QGlobalAveragePool: per input shape and dtype, the kernel's arguments are
+    worked out once (their Python cost was most of a small pool's call); the same arithmetic."""
+    calls: dict = {}
+    odt = np.dtype(kw["out_dtype"])
+
+    def step(x):
+        call = calls.get((x.shape, x.dtype))
+        if call is None:
+            if x.ndim < 3 or x.dtype not in _INT8 or len(calls) > 64:
+                return qglobal_average_pool(x, **kw)
+            n, c = x.shape[:2]
+            hw = math.prod(x.shape[2:])
+            lo, hi = _ref.qrange(odt)
+            m = float(kw["x_scale"]) / (float(kw["y_scale"]) * max(hw, 1))
+            call = calls[(x.shape, x.dtype)] = (
+                (n, c, hw), (n, c) + (1,) * (x.ndim - 2),
+                (np.int64(kw["x_zp"]), m, float(kw["y_zp"]), float(lo), float(hi)))
+        s3, out_shape, args = call
+        out = np.empty(s3[:2], np.uint8)
+        _float_ops().qglobal_avg(np.ascontiguousarray(x).reshape(s3), *args, out)
+        return out.view(odt).reshape(out_shape)
+    step.__wrapped__ = qglobal_average_pool
+    return step
+
+
+qglobal_average_pool.bind_step = _bind_qgap
