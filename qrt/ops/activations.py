@@ -156,11 +156,30 @@ def gelu(x, *, approximate):
 
 
 def _softmax(xf, axis):
+    if (xf.dtype == np.float32 and axis == xf.ndim - 1 and xf.size and xf.shape[-1] >= 8
+            and _has_avx2()):
+        # one Numba pass per row with a vectorised exp (kernels/cpu/float_ops.softmax_rows);
+        # NumPy's exp alone took ~1.5 ns a value. Same result within a few ulp.
+        from qrt.kernels.cpu import float_ops
+        x2 = np.ascontiguousarray(xf).reshape(-1, xf.shape[-1])
+        return float_ops.softmax_rows(x2, np.empty(x2.shape, np.float32)).reshape(xf.shape)
     m = np.max(xf, axis=axis, keepdims=True)
     with np.errstate(invalid="ignore"):
         e = np.exp(xf - m)
     e /= np.sum(e, axis=axis, keepdims=True)
     return e
+
+
+_AVX2 = None
+
+
+def _has_avx2() -> bool:
+    """The vector exp is written for 8 float32 lanes: taken where AVX2 runs them natively."""
+    global _AVX2
+    if _AVX2 is None:
+        from qrt.kernels.cpu import features
+        _AVX2 = features.can_run("avx2")
+    return _AVX2
 
 
 def _axis(axis, rank, op):
