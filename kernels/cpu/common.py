@@ -279,6 +279,40 @@ def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out
 
 
 @intrinsic
+def _copy_run(typingctx, dst, src, n):
+    """dst[0:n] = src[0:n] (bytes, n >= 16, no overlap): 16-byte vector moves, the last one
+    overlapping its predecessor, so a run of any length >= 16 is a few instructions (the Numba
+    byte loop paid an alias check and a remainder loop per run: ~25 ns for an 80-byte im2col
+    row segment)."""
+    sig = types.void(types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        dst, src, n = args
+        i64 = ir.IntType(64)
+        v16 = ir.VectorType(ir.IntType(8), 16)
+        c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
+        entry = builder.block
+        loop = builder.append_basic_block("qrt_copy")
+        done = builder.append_basic_block("qrt_copy_done")
+        last = builder.sub(n, c64(16))
+        builder.cbranch(builder.icmp_signed(">", last, c64(0)), loop, done)
+        builder.position_at_end(loop)
+        i = builder.phi(i64)
+        i.add_incoming(c64(0), entry)
+        v = builder.load(builder.inttoptr(builder.add(src, i), v16.as_pointer()), align=1)
+        builder.store(v, builder.inttoptr(builder.add(dst, i), v16.as_pointer()), align=1)
+        i1 = builder.add(i, c64(16))
+        i.add_incoming(i1, builder.block)
+        builder.cbranch(builder.icmp_signed("<", i1, last), loop, done)
+        builder.position_at_end(done)
+        v = builder.load(builder.inttoptr(builder.add(src, last), v16.as_pointer()), align=1)
+        builder.store(v, builder.inttoptr(builder.add(dst, last), v16.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def _pair16(typingctx, dst, a0, a1, off, bias, m0, m1):
     """dst[2c + j] = ((aj[c] ^ off) - off - zx) & mj as int16, c < 16, from two rows of 16 raw
     bytes at addresses a0, a1 (bias = off + zx; m0/m1 0 or -1): one k-pair of one B panel, as
@@ -323,21 +357,39 @@ def _interleave_panels(src, nk, p, off, zx, out):
     nfull = p // NR
     kp2 = out.shape[1]
     o0 = out.ctypes.data
-    pstride = kp2 * 4 * NR  # bytes between panels
-    for kk in range(kp2):
-        k0 = 2 * kk
-        s0 = src[min(k0, nk - 1)]
-        s1 = src[min(k0 + 1, nk - 1)]
-        m0 = -1 if k0 < nk else 0  # K padding: zero codes
-        m1 = -1 if k0 + 1 < nk else 0
-        d = o0 + kk * (4 * NR)
-        a0 = s0.ctypes.data
-        a1 = s1.ctypes.data
+    s0_ = src.ctypes.data
+    rs = src.strides[0]  # bytes between rows (rows themselves contiguous)
+    pstride = kp2 * (4 * NR)  # bytes between panels
+    if kp2 > 16:
+        # panel by panel, k-pairs inner: the stores run sequentially through each panel (k-pairs
+        # outermost scattered them a panel apart: cache and TLB misses for long K)
         for pp in range(nfull):
-            _pair16(d + pp * pstride, a0 + pp * NR, a1 + pp * NR, off, off + zx, m0, m1)
-        if nfull < npan:
+            d = o0 + pp * pstride
+            for kk in range(kp2):
+                k0 = 2 * kk
+                m0 = -1 if k0 < nk else 0  # K padding: zero codes
+                m1 = -1 if k0 + 1 < nk else 0
+                _pair16(d + kk * (4 * NR), s0_ + min(k0, nk - 1) * rs + pp * NR,
+                        s0_ + min(k0 + 1, nk - 1) * rs + pp * NR, off, off + zx, m0, m1)
+    else:  # short K: a k-pair's panels are close together, and this loop runs longer
+        for kk in range(kp2):
+            k0 = 2 * kk
+            m0 = -1 if k0 < nk else 0
+            m1 = -1 if k0 + 1 < nk else 0
+            a0 = s0_ + min(k0, nk - 1) * rs
+            a1 = s0_ + min(k0 + 1, nk - 1) * rs
+            d = o0 + kk * (4 * NR)
+            for pp in range(nfull):
+                _pair16(d + pp * pstride, a0 + pp * NR, a1 + pp * NR, off, off + zx, m0, m1)
+    if nfull < npan:
+        b = nfull * NR
+        for kk in range(kp2):
+            k0 = 2 * kk
+            s0 = src[min(k0, nk - 1)]
+            s1 = src[min(k0 + 1, nk - 1)]
+            m0 = -1 if k0 < nk else 0
+            m1 = -1 if k0 + 1 < nk else 0
             o = out[nfull, kk]
-            b = nfull * NR
             for c in range(p - b):
                 v0 = (((np.int32(s0[b + c]) ^ off) - off) - zx) & m0
                 v1 = (((np.int32(s1[b + c]) ^ off) - off) - zx) & m1
@@ -363,12 +415,15 @@ def im2col_panels(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp
     p = oh * ow
     nk = c * kh * kw
     col = np.empty((nk, p), np.uint8)
+    col0 = col.ctypes.data
+    x0 = x.ctypes.data  # x: the caller's C-contiguous (N, C, H, W) uint8 view
     pad = np.uint8(zx & 0xFF)
     for ci in range(c):
         plane = x[img, ci]
         for i in range(kh):
             for j in range(kw):
-                row = col[(ci * kh + i) * kw + j]
+                kr = (ci * kh + i) * kw + j
+                row = col[kr]
                 xoff = j * dw - pl
                 # output columns whose input column ox*sw + xoff lies in [0, w)
                 lo = 0 if xoff >= 0 else min(ow, (-xoff + sw - 1) // sw)
@@ -382,16 +437,16 @@ def im2col_panels(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp
                         for ox in range(ow):
                             row[base + ox] = pad
                         continue
-                    src = plane[iy]
                     for ox in range(lo):
                         row[base + ox] = pad
-                    # unsigned indices: no negative-index wraparound code in the copy loop
-                    if sw == 1:
-                        for ox in range(lo, hi):
-                            row[np.uint64(base + ox)] = src[np.uint64(ox + xoff)]
+                    # raw addresses and unsigned indices: no array view per run (each view
+                    # pays atomic reference counting) and no negative-index wraparound code
+                    if sw == 1 and hi - lo >= 16:
+                        _copy_run(col0 + kr * p + base + lo,
+                                  x0 + (((img * c + ci) * h) + iy) * w + lo + xoff, hi - lo)
                     else:
                         for ox in range(lo, hi):
-                            row[np.uint64(base + ox)] = src[np.uint64(ox * sw + xoff)]
+                            row[np.uint64(base + ox)] = plane[iy, np.uint64(ox * sw + xoff)]
                     for ox in range(hi, ow):
                         row[base + ox] = pad
     _interleave_panels(col, nk, p, 128 if signed else 0, zx, out)

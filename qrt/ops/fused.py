@@ -387,11 +387,12 @@ _NO_TABLE = np.zeros((0, 256), np.uint8)
 def _rows_pay(m: int, p: int, k: int) -> bool:
     """Whether the channels-as-rows GEMM (6-channel x 16-position tiles, whole-row stores) beats
     positions-as-rows (6-position x 16-channel tiles, byte stores) for m channels, p positions,
-    K = k: it does unless its tiles are emptier and K is long enough for the multiply-adds to
-    outweigh the stores (PP-OCR rec's 1x3 convs over 20 positions, K = 2880: 2.9x slower)."""
+    K = k: it does (1.15-1.75x on ResNet's 3x3 and 1x1 shapes) unless there are few positions,
+    its tiles are emptier and K is long enough for the multiply-adds to outweigh the stores
+    (PP-OCR rec's 1x3 convs over 20 positions, K = 2880: 2.9x slower as rows)."""
     def fill(rows, cols):
         return rows / (-(-rows // 6) * 6) * cols / (-(-cols // 16) * 16)
-    return k <= 256 or fill(m, p) >= fill(p, m)
+    return p >= 64 or k <= 256 or fill(m, p) >= fill(p, m)
 
 
 def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
