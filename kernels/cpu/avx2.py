@@ -522,30 +522,12 @@ def conv_nchw(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hi
     the epilogue storing straight into the NCHW output (a transposed view: no copy afterwards), then
     the optional per-channel table (`table` (N, 256) of raw bytes, or 0 rows for none).
     x: (N, C, H, W) uint8 view; geo: int64 [zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp, point,
-    rows]. rows = 1 (mode 1 only): b holds the weights packed as A (common.pack_rows_i16) and the
-    activations are packed per call as B panels of 16 output positions, so the GEMM's rows are
-    the output channels and each output row is NCHW-contiguous (whole-panel vector stores; the
-    positions-as-rows form stores the transposed tile byte by byte).
+    rows]; rows = 1 is `conv_nchw_rows` (channels as rows), this is the positions-as-rows form,
+    whose epilogue stores the transposed tile byte by byte.
     outputs (N, M, oh*ow), the unused ones (1, 1, 1) dummies. `par`: the parallel GEMM."""
     zx, kh, kw, sh, sw = geo[0], geo[1], geo[2], geo[3], geo[4]
     pt, pl, dh, dw, oh, ow, kp = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     p = oh * ow
-    if geo[13]:  # channels as rows: b is the packed weights (pack_rows_i16), mode 1
-        for img in range(x.shape[0]):
-            panels = np.empty(((p + NR - 1) // NR, kp // 2, 2 * NR), np.int16)
-            if geo[12]:
-                pointwise_panels(x, img, signed, zx, panels)
-            else:
-                im2col_panels(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp,
-                              panels)
-            oq = out_q[img]
-            if par:
-                _gemm_rows(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
-            else:
-                _gemm_rows_serial(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
-        if table.shape[0] > 0:
-            apply_table(out_q, table, flip)
-        return
     for img in range(x.shape[0]):
         a = np.zeros(((p + MR - 1) // MR, kp // 2, 2 * MR), np.int16)
         if geo[12]:
@@ -559,6 +541,33 @@ def conv_nchw(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hi
             gemm(a, p, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, oq, of, oi)
         else:
             gemm_serial(a, p, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, oq, of, oi)
+    if table.shape[0] > 0:
+        apply_table(out_q, table, flip)
+
+
+@njit(cache=True)
+def conv_nchw_rows(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, table,
+                   flip, par, out_q, out_f, out_i):
+    """`conv_nchw` with the output channels as the GEMM's rows (geo[13] = 1, mode 1 only): b holds
+    the weights packed as A (common.pack_rows_i16) and each image's activations are packed as B
+    panels of 16 output positions, so every output row is NCHW-contiguous (whole-panel vector
+    stores). A function of its own so that a process loads only the form its convs use (each
+    cached kernel costs load time at the first call)."""
+    zx, kh, kw, sh, sw = geo[0], geo[1], geo[2], geo[3], geo[4]
+    pt, pl, dh, dw, oh, ow, kp = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
+    p = oh * ow
+    for img in range(x.shape[0]):
+        panels = np.empty(((p + NR - 1) // NR, kp // 2, 2 * NR), np.int16)
+        if geo[12]:
+            pointwise_panels(x, img, signed, zx, panels)
+        else:
+            im2col_panels(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, kp,
+                          panels)
+        oq = out_q[img]
+        if par:
+            _gemm_rows(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
+        else:
+            _gemm_rows_serial(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
     if table.shape[0] > 0:
         apply_table(out_q, table, flip)
 

@@ -469,7 +469,8 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     if pcw.kernel == "vnni":
         fn, head = _vnni_head("conv_nchw_fn", pw, x.dtype, x_zp, geo, tail)
     else:
-        fn, head = _cpu.backend("avx2").conv_nchw, (x.dtype == np.int8, geo, b) + tail
+        av = _cpu.backend("avx2")
+        fn, head = (av.conv_nchw_rows if rows else av.conv_nchw), (x.dtype == np.int8, geo, b) + tail
     if slot == 0:
         outs = (np.empty((1, 1, 1), np.uint8), _D3F, _D3I)
     else:

@@ -288,6 +288,7 @@ def test_channels_as_rows_conv(case, monkeypatch):
                 ctx=NodeContext("t", "QConv", 1, threads), **kw)
     fast = state[("fast", x.shape, x.dtype)]
     assert fast and fast[1][1][13] == 1  # geo[13]: channels as rows
+    assert getattr(fast[0], "py_func", fast[0]).__name__ == "conv_nchw_rows"
     want = ref.qconv_ref(x, xzp, w, wzp, _ep(kw, m, bias), [s] * nd, [p] * (2 * nd), [d] * nd)
     if pt is not None:
         idx = want.astype(np.int32) - (0 if out == "uint8" else -128)
@@ -311,6 +312,7 @@ def test_positions_as_rows_below_a_panel_or_for_float(sp, out, monkeypatch):
                 post_table=None, post_lo=0, ctx=CTX, **kw)
     fast = state[("fast", x.shape, x.dtype)]
     assert fast and fast[1][1][13] == 0
+    assert getattr(fast[0], "py_func", fast[0]).__name__ == "conv_nchw"
     want = ref.qconv_ref(x, 5, w, np.zeros(9, np.int32), _ep(kw, 9, None), [1, 1], [0] * 4,
                          [1, 1])
     np.testing.assert_array_equal(got, want)
