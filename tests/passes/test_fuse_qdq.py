@@ -1,6 +1,8 @@
 """Pass fuse_qdq (with fold_weight_qdq): DQ -> Conv/ConvTranspose/MatMul/Gemm (-> Relu/Clip) (-> Q)."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from onnx import TensorProto as T
@@ -76,7 +78,10 @@ def _qdq_model(kind, xdt, per_channel, tail, out_q, rng):
 @pytest.mark.parametrize("tail,out_q", [("none", True), ("relu", True), ("clip", True),
                                         ("none", False), ("relu", False)])
 def test_fused_matches_unfused_and_ort(kind, xdt, per_channel, tail, out_q):
-    rng = np.random.default_rng(hash((kind, tail, out_q, per_channel)) % 2 ** 32)
+    # a stable seed per case: hash() of strings changes from process to process, which made
+    # the drawn data (and so how many elements land off by one) differ run to run
+    rng = np.random.default_rng(zlib.crc32(repr((kind, xdt.__name__, tail, out_q,
+                                                 per_channel)).encode()))
     m, feeds = _qdq_model(kind, xdt, per_channel, tail, out_q, rng)
     opt, noopt, ref, sess = run_three(m, feeds)
     prec, kernel, reason = precision(sess, "lin")
