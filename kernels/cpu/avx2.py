@@ -19,7 +19,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image, im2col_panels,
-                                     pointwise_image, pointwise_panels, prep_a_i16)
+                                     ir_requant8, ir_splat, pointwise_image, pointwise_panels,
+                                     prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
 # mode of an 8-bit epilogue whose bias may overflow int32 with the sums (|bias| + K*255*255 >=
@@ -157,15 +158,10 @@ def _make_ukernel_requant(mr: int, cont: bool, rowwise: bool = False, nvec: int 
             i32, i8 = _I32, ir.IntType(8)
             f32 = ir.FloatType()
             v8i32, v8f32 = _V8I32, ir.VectorType(f32, 8)
-            mod = builder.module
-            rint = cgutils.get_or_insert_function(mod, ir.FunctionType(v8f32, [v8f32]),
-                                                  "llvm.rint.v8f32")
             c64 = _c64
-            zero8 = ir.Constant(v8i32, None)
 
             def splat(x, vt=v8f32):
-                v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zero8)
+                return ir_splat(builder, x, vt)
             bias_v, mult_v = [], []
             if rowwise:
                 for r in range(mr):
@@ -193,12 +189,7 @@ def _make_ukernel_requant(mr: int, cont: bool, rowwise: bool = False, nvec: int 
             codes = []  # per row, per vector: <8 x i8>
             for idx, acc in enumerate(final):
                 j = idx // nvec if rowwise else idx % nvec
-                y = builder.sitofp(acc, v8f32)
-                y = builder.fmul(y, mult_v[j])
-                y = builder.fadd(builder.call(rint, [y]), zv)
-                y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
-                y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
-                codes.append(builder.trunc(builder.fptosi(y, v8i32), ir.VectorType(i8, 8)))
+                codes.append(ir_requant8(builder, acc, mult_v[j], zv, lov, hiv))
             row_addr = [builder.add(out_addr, builder.mul(c64(r), rs)) for r in range(mr)]
             full = builder.and_(builder.icmp_signed("==", cs, c64(1)),
                                 builder.icmp_signed("==", ncols, c64(8 * nvec)))
@@ -549,7 +540,7 @@ def conv_nchw(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hi
 def conv_nchw_rows(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, table,
                    flip, par, out_q, out_f, out_i):
     """`conv_nchw` with the output channels as the GEMM's rows (geo[13] = 1, mode 1 only): b holds
-    the weights packed as A (common.pack_rows_i16) and each image's activations are packed as B
+    the weights packed as A (common.pack_b_i16 with nr = MR) and each image's activations are packed as B
     panels of 16 output positions, so every output row is NCHW-contiguous (whole-panel vector
     stores). A function of its own so that a process loads only the form its convs use (each
     cached kernel costs load time at the first call)."""

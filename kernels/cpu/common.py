@@ -16,6 +16,7 @@ Epilogue (one code for all kernels, selected by ``mode``; one compiled signature
 from __future__ import annotations
 
 import numba
+import numba.core.cgutils
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange
@@ -35,7 +36,9 @@ def round_up(x: int, m: int) -> int:
 
 # ---------------------------------------------------------------- packing (numpy: no compile)
 def pack_b_i16(w: np.ndarray, zero_point: np.ndarray, nr: int = NR) -> np.ndarray:
-    """(N, K) int8/uint8 weights, (N,) zero points -> int16 (NP, Kp/2, 2*nr) panels of w - zw."""
+    """(N, K) int8/uint8 weights, (N,) zero points -> int16 (NP, Kp/2, 2*nr) panels of w - zw.
+    With nr = MR this is also the packed-A layout of prep_a_i16: the weights as the GEMM's A, for
+    the channels-as-rows conv (avx2.conv_nchw_rows)."""
     n, k = w.shape
     kp = round_up(max(k, 1), KALIGN)
     npad = round_up(max(n, 1), nr)
@@ -44,19 +47,6 @@ def pack_b_i16(w: np.ndarray, zero_point: np.ndarray, nr: int = NR) -> np.ndarra
     # (NP, nr, Kp/2, 2) -> (NP, Kp/2, nr, 2)
     b = full.reshape(npad // nr, nr, kp // 2, 2).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(b).reshape(npad // nr, kp // 2, 2 * nr)
-
-
-def pack_rows_i16(w: np.ndarray, zero_point: np.ndarray, mr: int) -> np.ndarray:
-    """(M, K) int8/uint8 weights, (M,) zero points -> int16 (ceil(M/mr), Kp/2, 2*mr) row tiles of
-    w - zw in the packed-A layout of prep_a_i16 (zero padded): the weights as the GEMM's A, for
-    the channels-as-rows conv (avx2.conv_nchw with geo[13] set)."""
-    m, k = w.shape
-    kp = round_up(max(k, 1), KALIGN)
-    mt = (m + mr - 1) // mr
-    full = np.zeros((mt * mr, kp), np.int16)
-    full[:m, :k] = w.astype(np.int16) - zero_point.astype(np.int16).reshape(-1, 1)
-    a = full.reshape(mt, mr, kp // 2, 2).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(a).reshape(mt, kp // 2, 2 * mr)
 
 
 @njit(cache=True)
@@ -278,6 +268,30 @@ def im2col_image(x, img, signed, zx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out
     return out
 
 
+def ir_splat(builder, x, vt):
+    """LLVM IR: the scalar x in every lane of vector type vt."""
+    i32 = ir.IntType(32)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, vt.count), None))
+
+
+def ir_requant8(builder, s, mult, zv, lov, hiv):
+    """LLVM IR of requant_one for <8 x i32> sums s that already include the bias (the caller has
+    made sure the int32 sum cannot overflow): float32 conversion, multiply (no FMA contraction),
+    rint (ties to even), + zero point, clamp to [lo, hi], truncation; returns the <8 x i8> codes.
+    The one vector form of the 8-bit epilogue, for the avx2 GEMM and the depthwise kernel."""
+    v8f32 = ir.VectorType(ir.FloatType(), 8)
+    rint = numba.core.cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v8f32, [v8f32]), "llvm.rint.v8f32")
+    y = builder.fmul(builder.sitofp(s, v8f32), mult)
+    y = builder.fadd(builder.call(rint, [y]), zv)
+    y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
+    y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
+    return builder.trunc(builder.fptosi(y, ir.VectorType(ir.IntType(32), 8)),
+                         ir.VectorType(ir.IntType(8), 8))
+
+
 @intrinsic
 def _copy_run(typingctx, dst, src, n):
     """dst[0:n] = src[0:n] (bytes, n >= 16, no overlap): 16-byte vector moves, the last one
@@ -325,18 +339,14 @@ def _pair16(typingctx, dst, a0, a1, off, bias, m0, m1):
         dst, a0, a1, off, bias, m0, m1 = args
         i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
         v16i8, v16i16 = ir.VectorType(i8, 16), ir.VectorType(i16, 16)
-        zero16 = ir.Constant(ir.VectorType(i32, 16), None)
-
-        def splat(x, vt):
-            v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
-            return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zero16)
-        offv = splat(builder.trunc(off, i8), v16i8)
-        biasv = splat(builder.trunc(bias, i16), v16i16)
+        offv = ir_splat(builder, builder.trunc(off, i8), v16i8)
+        biasv = ir_splat(builder, builder.trunc(bias, i16), v16i16)
         rows = []
         for addr, m in ((a0, m0), (a1, m1)):
             v = builder.load(builder.inttoptr(addr, v16i8.as_pointer()), align=1)
             v = builder.zext(builder.xor(v, offv), v16i16)
-            rows.append(builder.and_(builder.sub(v, biasv), splat(builder.trunc(m, i16), v16i16)))
+            rows.append(builder.and_(builder.sub(v, biasv),
+                                     ir_splat(builder, builder.trunc(m, i16), v16i16)))
         mask = [i // 2 + 16 * (i % 2) for i in range(32)]
         pair = builder.shuffle_vector(rows[0], rows[1],
                                       ir.Constant(ir.VectorType(i32, 32), mask))

@@ -48,7 +48,8 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import I32_MAX, apply_table, dequant_one, requant_one
+from qrt.kernels.cpu.common import (I32_MAX, apply_table, dequant_one, ir_requant8,
+                                     ir_splat, requant_one)
 
 # geo (int64) layout. GEO_SIZE is followed by kw tap starts: where tap j's run begins in a scratch
 # row, in elements (int16 for portable, int32 pair words for avx2); then kh * ceil(kw/2) byte
@@ -168,27 +169,19 @@ def _widen_row(typingctx, dst_addr, src_addr, nblk, flip, zeff):
 def _requant_row(typingctx, dst_addr, acc_addr, nblk, bias, mult, zpf, lof, hif):
     """dst[0:8*nblk] (8-bit codes) = _requant_sum(acc[0:8*nblk] + bias, ...) eight lanes at a time:
     int32 add (the caller has checked it cannot overflow: bias_is_safe), float32 conversion,
-    multiply, rint (ties to even), + zero point, clamp, truncation, the low byte stored; the
-    same IR steps as the avx2 GEMM's register epilogue. The scalar loop took ~6 cycles an output,
-    several times the multiply-adds of a 3x3 depthwise row."""
+    multiply, rint (ties to even), + zero point, clamp, truncation, the low byte stored:
+    common.ir_requant8, shared with the avx2 GEMM's register epilogue. The scalar loop took ~6
+    cycles an output, several times the multiply-adds of a 3x3 depthwise row."""
     sig = types.void(types.intp, types.intp, types.intp, types.int32, types.float32,
                      types.float32, types.float32, types.float32)
 
     def codegen(context, builder, signature, args):
         dst_addr, acc_addr, nblk, bias, mult, zpf, lof, hif = args
         i64, i32, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(8)
-        f32 = ir.FloatType()
-        v8i32, v8f32 = ir.VectorType(i32, 8), ir.VectorType(f32, 8)
-        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f32, [v8f32]),
-                                              "llvm.rint.v8f32")
+        v8i32, v8f32 = ir.VectorType(i32, 8), ir.VectorType(ir.FloatType(), 8)
         c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
-        zero8 = ir.Constant(v8i32, None)
-
-        def splat(x, vt):
-            v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
-            return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zero8)
-        bv, mv = splat(bias, v8i32), splat(mult, v8f32)
-        zv, lov, hiv = splat(zpf, v8f32), splat(lof, v8f32), splat(hif, v8f32)
+        bv, mv = ir_splat(builder, bias, v8i32), ir_splat(builder, mult, v8f32)
+        zv, lov, hiv = (ir_splat(builder, v, v8f32) for v in (zpf, lof, hif))
         entry = builder.block
         loop = builder.append_basic_block("qrt_dw_requant")
         done = builder.append_basic_block("qrt_dw_requant_done")
@@ -198,11 +191,7 @@ def _requant_row(typingctx, dst_addr, acc_addr, nblk, bias, mult, zpf, lof, hif)
         i.add_incoming(c64(0), entry)
         a = builder.load(builder.inttoptr(builder.add(acc_addr, builder.mul(i, c64(32))),
                                           v8i32.as_pointer()), align=4)
-        y = builder.fmul(builder.sitofp(builder.add(a, bv), v8f32), mv)
-        y = builder.fadd(builder.call(rint, [y]), zv)
-        y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
-        y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
-        codes = builder.trunc(builder.fptosi(y, v8i32), ir.VectorType(i8, 8))
+        codes = ir_requant8(builder, builder.add(a, bv), mv, zv, lov, hiv)
         builder.store(codes, builder.inttoptr(builder.add(dst_addr, builder.mul(i, c64(8))),
                                               ir.VectorType(i8, 8).as_pointer()), align=1)
         i1 = builder.add(i, c64(1))

@@ -190,6 +190,26 @@ def _bind_fused(op, run_fast):
     return op
 
 
+def _table_args(post_table, post_lo, n):
+    """(per-channel table as (n, 256) raw bytes, index flip, output dtype or None) of a folded
+    QLut for the one-call kernels; an empty table when there is none."""
+    if post_table is None:
+        return _NO_TABLE, np.uint8(0), None
+    t = np.asarray(post_table)
+    table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (n, 256))).view(np.uint8)
+    return table, np.uint8(128 if post_lo else 0), t.dtype
+
+
+def _entry_for(fn, x_ndim, head, slot):
+    """compiled_entry of a one-call kernel fn(x8, *head, out_q, out_f, out_i): x8 an x_ndim uint8
+    array, outputs 2-D (linear) or 3-D (conv); slot 0: the 8-bit output is written, 1: float32."""
+    od = 2 if x_ndim == 2 else 3
+    dummies = (_D2U, _D2F, _D2I) if od == 2 else (_D3U, _D3F, _D3I)
+    outs = tuple(np.empty((1,) * od, d.dtype) if i == slot else d for i, d in enumerate(dummies))
+    from qrt.kernels import cpu as _cpu
+    return _cpu.compiled_entry(fn, (np.empty((1,) * x_ndim, np.uint8),) + head + outs)
+
+
 def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtype, multiplier,
                        scale, y_zp, lo, hi, lo_f, hi_f, bias_f, post_table, post_lo, ctx):
     """QGemm's per-input-shape call, like `_prepare_fast_conv`: one Numba call (pack A, GEMM,
@@ -218,13 +238,8 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     b = pw.data["b"]
     threads = _threads_for(m * n * k, ctx.threads)
     mb, npb, kc = _ql._blocking(path, m, b.shape[0], threads)
-    table, flip = _NO_TABLE, np.uint8(0)
-    out_dt = dt
-    if post_table is not None:
-        t = np.asarray(post_table)
-        table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (n, 256))).view(np.uint8)
-        flip = np.uint8(128 if post_lo else 0)
-        out_dt = t.dtype
+    table, flip, tdt = _table_args(post_table, post_lo, n)
+    out_dt = dt if tdt is None else tdt
     kp = np.int64(common.round_up(max(k, 1), common.KALIGN))
     if path == "avx2":
         mode = _ql.avx2_mode(mode, bs, k)
@@ -236,13 +251,7 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
         fn, head = _cpu.backend("avx2").linear_2d, (x.dtype == np.int8, np.int64(int(x_zp)), kp,
                                                     b) + tail
     slot = 1 if dt == np.dtype(np.float32) else 0
-    out2 = (m, n)
-    if slot == 0:
-        outs = (np.empty((1, 1), np.uint8), _D2F, _D2I)
-    else:
-        outs = (_D2U, np.empty((1, 1), np.float32), _D2I)
-    fn = _cpu.compiled_entry(fn, (np.empty((1, 1), np.uint8),) + head + outs)
-    return (fn, head, (m, k), out2, x.shape[:-1] + (n,), out_dt, slot)
+    return (_entry_for(fn, 2, head, slot), head, (m, k), (m, n), x.shape[:-1] + (n,), out_dt, slot)
 
 
 def _vnni_head(which, pw, x_dtype, x_zp, first, tail):
@@ -445,25 +454,20 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
         b = state.get("w_rows")
         if b is None:
             zw = np.broadcast_to(np.asarray(w_zp).reshape(-1), (m,))
-            b = state["w_rows"] = common.pack_rows_i16(np.asarray(w).reshape(m, -1), zw,
-                                                       _cpu.backend("avx2").MR)
+            b = state["w_rows"] = common.pack_b_i16(np.asarray(w).reshape(m, -1), zw,
+                                                    _cpu.backend("avx2").MR)
         mb, npb, kc = _ql._blocking(pcw.kernel, m, -(-p // common.NR), threads)
     else:
         mb, npb, kc = _ql._blocking(pcw.kernel, p, b.shape[0], threads)
     geo = np.array([int(x_zp), k2[0], k2[1], s2[0], s2[1], p2[0], p2[1], d2[0], d2[1], o2[0], o2[1],
                     common.round_up(max(pw.k, 1), common.KALIGN), int(pointwise), int(rows)],
                    np.int64)
-    table, flip = _NO_TABLE, np.uint8(0)
-    if post_table is not None:
-        if dt == np.dtype(np.float32):
-            return False
-        t = np.asarray(post_table)
-        table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (m, 256))).view(np.uint8)
-        flip = np.uint8(128 if post_lo else 0)
+    if post_table is not None and dt == np.dtype(np.float32):
+        return False
+    table, flip, tdt = _table_args(post_table, post_lo, m)
     x4shape = (n, c) + ((1,) + tuple(x.shape[2:]) if nd == 1 else tuple(x.shape[2:]))
-    out_dt = dt if post_table is None else np.asarray(post_table).dtype
+    out_dt = dt if tdt is None else tdt
     slot = 0 if dt != np.dtype(np.float32) else 1
-    x0 = np.empty((1, 1, 1, 1), np.uint8)
     tail = (np.int64(m), np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bs, mult, zpf,
             lof, hif, table, flip, threads > 1)
     if pcw.kernel == "vnni":
@@ -471,12 +475,8 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     else:
         av = _cpu.backend("avx2")
         fn, head = (av.conv_nchw_rows if rows else av.conv_nchw), (x.dtype == np.int8, geo, b) + tail
-    if slot == 0:
-        outs = (np.empty((1, 1, 1), np.uint8), _D3F, _D3I)
-    else:
-        outs = (_D3U, np.empty((1, 1, 1), np.float32), _D3I)
-    fn = _cpu.compiled_entry(fn, (x0,) + head + outs)
-    return (fn, head, x4shape, (n, m, p), (n, m) + tuple(out_sp), out_dt, slot)
+    return (_entry_for(fn, 4, head, slot), head, x4shape, (n, m, p), (n, m) + tuple(out_sp), out_dt,
+            slot)
 
 
 _bind_fused(qgemm, _run_fast_gemm)
@@ -508,19 +508,11 @@ def _prepare_fast_depthwise(state, x, w, bias, x_scale, x_zp, w_scale, out_dtype
     n, c = shape_k[:2]
     threads = _threads_for(macs, ctx.threads)
     nchunks = min(n * c, threads) if threads > 1 and fn_par is not None else 1
-    table, flip = _NO_TABLE, np.uint8(0)
-    out_dt = dt
-    if post_table is not None:
-        t = np.asarray(post_table)
-        table = np.ascontiguousarray(np.broadcast_to(t.reshape(-1, 256), (m, 256))).view(np.uint8)
-        flip = np.uint8(128 if post_lo else 0)
-        out_dt = t.dtype
+    table, flip, tdt = _table_args(post_table, post_lo, m)
+    out_dt = dt if tdt is None else tdt
     head = (wk, geo, bs, mult, epf, table, flip, np.int64(nchunks))
     slot = 1 if dt == np.dtype(np.float32) else 0
-    outs = ((np.empty((1, 1, 1), np.uint8), _D3F, _D3I) if slot == 0 else
-            (_D3U, np.empty((1, 1, 1), np.float32), _D3I))
-    fn = _cpu.compiled_entry(dwk.depthwise_avx2_nchw,
-                             (np.empty((1, 1, 1, 1), np.uint8),) + head + outs)
+    fn = _entry_for(dwk.depthwise_avx2_nchw, 4, head, slot)
     x4 = shape4 if shape4 is not None else x.shape
     out_shape = shape_out if shape_out is not None else shape_k
     return (fn, head, x4, (n, c, shape_k[2] * shape_k[3]), out_shape, out_dt, slot)
@@ -773,10 +765,10 @@ def _run_small_qmatmul(a, b, za, zb, odt, ep_args):
     b3 = np.ascontiguousarray(b).reshape((-1, kk, nn))
     if odt == np.float32:
         _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
-                                     _D3[np.dtype(np.uint8)], o3)
+                                     _D3U, o3)
     else:
         _float_ops().qmatmul_batched(a3, b3, za, zb, mode, bias, mult, zpf, lof, hif,
-                                     o3.view(np.uint8), _D3[np.dtype(np.float32)])
+                                     o3.view(np.uint8), _D3F)
     return out
 
 
@@ -982,18 +974,28 @@ _bind_binary(qmul, "qmul_flat", "qmul_4d", "qmul_chan", _qmul_consts)
 def qglobal_average_pool(x, *, x_scale, x_zp, y_scale, y_zp, out_dtype, kernel):
     """y[n, c] = sat(rint(sum(x[n, c] - zx) * sx / (sy * HW)) + zy): exact int32 sums, one rounding
     (float64 rescale). At most 1 step from DQ -> GlobalAveragePool -> Q."""
-    odt = np.dtype(out_dtype)
     if x.ndim < 3 or x.dtype not in _INT8:
         raise ValueError(f"QGlobalAveragePool takes (N, C, ...) 8-bit input, got {x.dtype}"
                          f"{list(x.shape)}")
-    n, c = x.shape[:2]
-    hw = math.prod(x.shape[2:])  # math.prod: np.prod on a shape tuple costs microseconds
-    lo, hi = _ref.qrange(odt)
-    out = np.empty((n, c), odt)
+    odt = np.dtype(out_dtype)
+    return _qgap_run(x, _qgap_call(x.shape, x_scale, x_zp, y_scale, y_zp, odt), odt)
+
+
+def _qgap_call(shape, x_scale, x_zp, y_scale, y_zp, odt):
+    """(input as (N, C, HW), output shape, kernel arguments) of a pool over an input `shape`."""
+    n, c = shape[:2]
+    hw = math.prod(shape[2:])  # math.prod: np.prod on a shape tuple costs microseconds
     m = float(x_scale) / (float(y_scale) * max(hw, 1))  # Python floats are float64
-    _float_ops().qglobal_avg(np.ascontiguousarray(x).reshape(n, c, hw), np.int64(x_zp), m,
-                             float(y_zp), float(lo), float(hi), out.view(np.uint8))
-    return out.reshape((n, c) + (1,) * (x.ndim - 2))
+    lo, hi = _ref.qrange(odt)
+    return ((n, c, hw), (n, c) + (1,) * (len(shape) - 2),
+            (np.int64(x_zp), m, float(y_zp), float(lo), float(hi)))
+
+
+def _qgap_run(x, call, odt):
+    s3, out_shape, args = call
+    out = np.empty(s3[:2], np.uint8)
+    _float_ops().qglobal_avg(np.ascontiguousarray(x).reshape(s3), *args, out)
+    return out.view(odt).reshape(out_shape)
 
 
 def _bind_qgap(**kw):
@@ -1007,17 +1009,9 @@ def _bind_qgap(**kw):
         if call is None:
             if x.ndim < 3 or x.dtype not in _INT8 or len(calls) > 64:
                 return qglobal_average_pool(x, **kw)
-            n, c = x.shape[:2]
-            hw = math.prod(x.shape[2:])
-            lo, hi = _ref.qrange(odt)
-            m = float(kw["x_scale"]) / (float(kw["y_scale"]) * max(hw, 1))
-            call = calls[(x.shape, x.dtype)] = (
-                (n, c, hw), (n, c) + (1,) * (x.ndim - 2),
-                (np.int64(kw["x_zp"]), m, float(kw["y_zp"]), float(lo), float(hi)))
-        s3, out_shape, args = call
-        out = np.empty(s3[:2], np.uint8)
-        _float_ops().qglobal_avg(np.ascontiguousarray(x).reshape(s3), *args, out)
-        return out.view(odt).reshape(out_shape)
+            call = calls[(x.shape, x.dtype)] = _qgap_call(x.shape, kw["x_scale"], kw["x_zp"],
+                                                          kw["y_scale"], kw["y_zp"], odt)
+        return _qgap_run(x, call, odt)
     step.__wrapped__ = qglobal_average_pool
     return step
 
