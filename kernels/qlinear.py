@@ -86,10 +86,10 @@ def pack_weight(w: np.ndarray, zero_point=0, path: str | None = None) -> PackedW
 
 # ------------------------------------------------------------------------------------- epilogue
 def _padded(v, dtype) -> np.ndarray:
-    """A writable (n,) copy of `v` whose buffer extends to a multiple of 16 entries (zeros): the
-    register epilogue of the avx2 micro-kernel loads a panel's 16 columns at once."""
+    """A writable (n,) copy of `v` whose buffer extends to a multiple of 64 entries (zeros): the
+    register epilogues load a panel's columns at once (16 on avx2, 64 on vnni)."""
     n = v.shape[0]
-    buf = np.zeros(-(-max(n, 1) // 16) * 16, dtype)
+    buf = np.zeros(-(-max(n, 1) // 64) * 64, dtype)
     buf[:n] = v
     return buf[:n]
 
@@ -168,11 +168,11 @@ def _blocking(path: str, m: int, npanels: int, threads: int):
     return mb, npb, kc
 
 
-def avx2_mode(mode: int, bias: np.ndarray, k: int) -> int:
-    """The avx2 GEMM's epilogue mode: an 8-bit epilogue (mode 1) whose bias could overflow int32
-    together with the sums (|bias| + K*255*255 >= 2**31; operands are |a - za|, |w - zw| <= 255)
-    runs as avx2.MODE_Q_WIDE_BIAS, through the saturating epilogue; the register epilogue adds
-    the bias with plain int32 adds."""
+def register_epilogue_mode(mode: int, bias: np.ndarray, k: int) -> int:
+    """The avx2/vnni GEMM's epilogue mode: an 8-bit epilogue (mode 1) whose bias could overflow
+    int32 together with the sums (|bias| + K*255*255 >= 2**31; operands are |a - za|,
+    |w - zw| <= 255) runs as MODE_Q_WIDE_BIAS (3), through the saturating epilogue; the register
+    epilogues add the bias with plain (wrapping) int32 adds."""
     if mode != 1 or bias.size == 0:
         return mode
     if int(np.abs(bias.astype(np.int64)).max()) + max(k, 1) * 255 * 255 >= 2 ** 31:
@@ -191,8 +191,8 @@ def _gemm_prepared(path, pw, a_prep, m, ep, threads):
             b = pw.data["b"]
             mb, npb, kc = _blocking(path, m, b.shape[0], threads)
             mod.gemm(a_prep, np.int64(m), b, np.int64(n), np.int64(mb), np.int64(npb),
-                     np.int64(kc), np.int64(avx2_mode(mode, bias, pw.k)), bias, mult, zpf, lof,
-                     hif, oq, of, oi)
+                     np.int64(kc), np.int64(register_epilogue_mode(mode, bias, pw.k)), bias,
+                     mult, zpf, lof, hif, oq, of, oi)
         elif path == "portable":
             b = pw.data["b"]
             mb, npb, kc = _blocking(path, m, b.shape[2] // 16, threads)
@@ -204,8 +204,9 @@ def _gemm_prepared(path, pw, a_prep, m, ep, threads):
             colcorr = mod.column_correction(pw.data["colsum"], pw.data["zw"], za, pw.k)
             mb, npb, kc = _blocking(path, m, b.shape[0], threads)
             mod.gemm(a_u8, rowsum, np.int64(m), b, pw.data["zw"], colcorr, np.int64(n),
-                     np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bias, mult, zpf,
-                     lof, hif, oq, of, oi)
+                     np.int64(mb), np.int64(npb), np.int64(kc),
+                     np.int64(register_epilogue_mode(mode, bias, pw.k)), bias, mult, zpf, lof,
+                     hif, oq, of, oi)
     return out
 
 

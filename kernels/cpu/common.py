@@ -277,19 +277,21 @@ def ir_splat(builder, x, vt):
 
 
 def ir_requant8(builder, s, mult, zv, lov, hiv):
-    """LLVM IR of requant_one for <8 x i32> sums s that already include the bias (the caller has
-    made sure the int32 sum cannot overflow): float32 conversion, multiply (no FMA contraction),
-    rint (ties to even), + zero point, clamp to [lo, hi], truncation; returns the <8 x i8> codes.
-    The one vector form of the 8-bit epilogue, for the avx2 GEMM and the depthwise kernel."""
-    v8f32 = ir.VectorType(ir.FloatType(), 8)
+    """LLVM IR of requant_one for <L x i32> sums s (any lane count L: 8 on avx2, 16 on vnni) that
+    already include the bias (the caller has made sure the int32 sum cannot overflow): float32
+    conversion, multiply (no FMA contraction), rint (ties to even), + zero point, clamp to [lo,
+    hi], truncation; returns the <L x i8> codes. The one vector form of the 8-bit epilogue, for
+    the avx2 and vnni GEMMs and the depthwise kernel."""
+    lanes = s.type.count
+    vf32 = ir.VectorType(ir.FloatType(), lanes)
     rint = numba.core.cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(v8f32, [v8f32]), "llvm.rint.v8f32")
-    y = builder.fmul(builder.sitofp(s, v8f32), mult)
+        builder.module, ir.FunctionType(vf32, [vf32]), f"llvm.rint.v{lanes}f32")
+    y = builder.fmul(builder.sitofp(s, vf32), mult)
     y = builder.fadd(builder.call(rint, [y]), zv)
     y = builder.select(builder.fcmp_ordered("<", y, lov), lov, y)
     y = builder.select(builder.fcmp_ordered(">", y, hiv), hiv, y)
-    return builder.trunc(builder.fptosi(y, ir.VectorType(ir.IntType(32), 8)),
-                         ir.VectorType(ir.IntType(8), 8))
+    return builder.trunc(builder.fptosi(y, ir.VectorType(ir.IntType(32), lanes)),
+                         ir.VectorType(ir.IntType(8), lanes))
 
 
 @intrinsic

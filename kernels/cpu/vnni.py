@@ -41,11 +41,14 @@ from numba.extending import intrinsic
 
 from qrt.kernels.cpu import features
 from qrt.kernels.cpu.common import (KALIGN, _tap_offsets, _tile_windows, apply_table,
-                                     epilogue_tile, round_up)
+                                     epilogue_tile, ir_requant8, ir_splat, round_up)
 
 MR = 6
 NRV = 64  # columns per panel: 4 zmm of int32
 NVEC = NRV // 16
+# 8-bit outputs requantized in the micro-kernel's registers (False: through the int32 tile and
+# common.epilogue_tile, the reference-shaped path; kept for comparison)
+FUSED_REQUANT = True
 IMPLEMENTATIONS = ("hardware", "emulated")
 
 _I8, _I32 = ir.IntType(8), ir.IntType(32)
@@ -146,6 +149,67 @@ def _check_impl(impl: str | None) -> str:
 
 
 # ---------------------------------------------------------------- micro-kernels
+def _c64(v):
+    return ir.Constant(ir.IntType(64), v)
+
+
+def _emit_k_loop(builder, dot, a_addr, b_addr, kq, acc0, mr, nvec):
+    """acc0 (mr*nvec <16 x i32>, held as loop phis) += A' strip . B' panel over kq k-quads, one
+    vpdpbusd (`dot`) per (row, vector) and k-quad; returns the final accumulators (phis of the
+    exit block). a_addr: packed A tile (row r at byte 4*r, k-quads 4*MR bytes apart); b_addr:
+    panel, 64*nvec bytes per k-quad."""
+    i32, v16i32 = _I32, _V16I32
+    zero16 = ir.Constant(v16i32, None)
+    bstride = 64 * nvec
+    entry = builder.block
+    loop = builder.append_basic_block("qrt_vnni_loop")
+    done = builder.append_basic_block("qrt_vnni_done")
+    builder.cbranch(builder.icmp_signed(">", kq, _c64(0)), loop, done)
+
+    builder.position_at_end(loop)
+    k = builder.phi(ir.IntType(64), "k")
+    k.add_incoming(_c64(0), entry)
+    phis = []
+    for v in acc0:
+        ph = builder.phi(v16i32)
+        ph.add_incoming(v, entry)
+        phis.append(ph)
+    boff = builder.add(b_addr, builder.mul(k, _c64(bstride)))
+    bvec = [builder.load(builder.inttoptr(builder.add(boff, _c64(64 * j)), v16i32.as_pointer()),
+                         align=4) for j in range(nvec)]
+    aoff = builder.add(a_addr, builder.mul(k, _c64(4 * MR)))
+    new = []
+    for r in range(mr):
+        s = builder.load(builder.inttoptr(builder.add(aoff, _c64(4 * r)), i32.as_pointer()),
+                         align=4)
+        bc = builder.insert_element(ir.Constant(v16i32, ir.Undefined), s, ir.Constant(i32, 0))
+        av = builder.shuffle_vector(bc, ir.Constant(v16i32, ir.Undefined), zero16)
+        for j in range(nvec):
+            new.append(dot(builder, phis[r * nvec + j], av, bvec[j]))
+    k1 = builder.add(k, _c64(1))
+    k.add_incoming(k1, builder.block)
+    for ph, v in zip(phis, new):
+        ph.add_incoming(v, builder.block)
+    builder.cbranch(builder.icmp_signed("<", k1, kq), loop, done)
+
+    builder.position_at_end(done)
+    final = []
+    for idx, v0 in enumerate(acc0):
+        ph = builder.phi(v16i32)
+        ph.add_incoming(v0, entry)
+        ph.add_incoming(new[idx], loop)
+        final.append(ph)
+    return final
+
+
+def _load_tile(builder, c_addr, ldc, mr, nvec):
+    """The mr x 16*nvec int32 tile at c_addr (row stride ldc bytes): (vectors, row addresses)."""
+    c_rows = [builder.add(c_addr, builder.mul(_c64(r), ldc)) for r in range(mr)]
+    return [builder.load(builder.inttoptr(builder.add(c_rows[r], _c64(64 * j)),
+                                          _V16I32.as_pointer()), align=4)
+            for r in range(mr) for j in range(nvec)], c_rows
+
+
 def _make_ukernel(mr: int, impl: str, nvec: int = NVEC):
     """C[0:mr, 0:16*nvec] (int32, row stride ldc bytes) += A' strip . B' panel over kq k-quads.
     a_addr: packed A tile (row r at byte 4*r, k-quads 4*MR bytes apart); b_addr: panel, 64*nvec bytes
@@ -158,62 +222,89 @@ def _make_ukernel(mr: int, impl: str, nvec: int = NVEC):
 
         def codegen(context, builder, signature, args):
             a_addr, b_addr, kq, c_addr, ldc = args
-            i64, i32 = ir.IntType(64), _I32
-            v16i32 = _V16I32
-            c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
-            zero16 = ir.Constant(ir.VectorType(i32, 16), None)
-            bstride = 64 * nvec
-
-            c_rows = [builder.add(c_addr, builder.mul(c64(r), ldc)) for r in range(mr)]
-            acc0 = []
-            for r in range(mr):
-                for j in range(nvec):
-                    p = builder.inttoptr(builder.add(c_rows[r], c64(64 * j)), v16i32.as_pointer())
-                    acc0.append(builder.load(p, align=4))
-            entry = builder.block
-            loop = builder.append_basic_block("qrt_vnni_loop")
-            done = builder.append_basic_block("qrt_vnni_done")
-            builder.cbranch(builder.icmp_signed(">", kq, c64(0)), loop, done)
-
-            builder.position_at_end(loop)
-            k = builder.phi(i64, "k")
-            k.add_incoming(c64(0), entry)
-            phis = []
-            for v in acc0:
-                ph = builder.phi(v16i32)
-                ph.add_incoming(v, entry)
-                phis.append(ph)
-            boff = builder.add(b_addr, builder.mul(k, c64(bstride)))
-            bvec = []
-            for j in range(nvec):
-                p = builder.inttoptr(builder.add(boff, c64(64 * j)), v16i32.as_pointer())
-                bvec.append(builder.load(p, align=4))
-            aoff = builder.add(a_addr, builder.mul(k, c64(4 * MR)))
-            new = []
-            for r in range(mr):
-                p = builder.inttoptr(builder.add(aoff, c64(4 * r)), i32.as_pointer())
-                s = builder.load(p, align=4)
-                bc = builder.insert_element(ir.Constant(v16i32, ir.Undefined), s, ir.Constant(i32, 0))
-                av = builder.shuffle_vector(bc, ir.Constant(v16i32, ir.Undefined), zero16)
-                for j in range(nvec):
-                    new.append(dot(builder, phis[r * nvec + j], av, bvec[j]))
-            k1 = builder.add(k, c64(1))
-            k.add_incoming(k1, builder.block)
-            for ph, v in zip(phis, new):
-                ph.add_incoming(v, builder.block)
-            builder.cbranch(builder.icmp_signed("<", k1, kq), loop, done)
-
-            builder.position_at_end(done)
-            final = []
-            for idx, v0 in enumerate(acc0):
-                ph = builder.phi(v16i32)
-                ph.add_incoming(v0, entry)
-                ph.add_incoming(new[idx], loop)
-                final.append(ph)
-            for idx, ph in enumerate(final):
+            acc0, c_rows = _load_tile(builder, c_addr, ldc, mr, nvec)
+            final = _emit_k_loop(builder, dot, a_addr, b_addr, kq, acc0, mr, nvec)
+            for idx, v in enumerate(final):
                 r, j = divmod(idx, nvec)
-                p = builder.inttoptr(builder.add(c_rows[r], c64(64 * j)), v16i32.as_pointer())
-                builder.store(ph, p, align=4)
+                builder.store(v, builder.inttoptr(builder.add(c_rows[r], _c64(64 * j)),
+                                                  _V16I32.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return ukernel
+
+
+def _make_ukernel_requant(mr: int, impl: str, cont: bool, nvec: int = NVEC):
+    """The micro-kernel with the exactness corrections and the requantize epilogue (mode 1) in
+    registers, storing 8-bit codes straight to the output (no int32 tile, no scalar epilogue).
+    The sums start at bias + colcorr (`cont` False: the whole K in this call), or at the int32
+    tile at c_addr plus those (`cont` True: the last K chunk after earlier ones); after the
+    k-loop zw'[n] * rowsum(a')[m] is subtracted. All int32 adds wrap, so the result is the exact
+    sum plus bias modulo 2^32, which is the exact value because the caller runs this only when
+    |bias| + K*255*255 < 2**31 (else mode 3: the int32 tile and the saturating scalar epilogue).
+    Then per element exactly common.requant_one (common.ir_requant8).
+    out_addr: byte address of C[0, 0]; rs / cs: byte strides of an output row / column (the
+    transposed NCHW view of a conv has rs = 1); only the first `ncols` (<= 64) columns are
+    stored. bias/colcorr/zw (int32) and mult (float32) addresses point at this panel's 64
+    columns (readable past n: allocated padded to 64); rsum_addr at the tile's first row sum."""
+    dot = _DPBUSD[impl]
+
+    @intrinsic
+    def ukernel(typingctx, a_addr, b_addr, kq, c_addr, ldc, out_addr, rs, cs, ncols, bias_addr,
+                corr_addr, zw_addr, rsum_addr, mult_addr, zpf, lof, hif):
+        ip = types.intp
+        sig = types.void(ip, ip, ip, ip, ip, ip, ip, ip, ip, ip, ip, ip, ip, ip, types.float32,
+                         types.float32, types.float32)
+
+        def codegen(context, builder, signature, args):
+            (a_addr, b_addr, kq, c_addr, ldc, out_addr, rs, cs, ncols, bias_addr, corr_addr,
+             zw_addr, rsum_addr, mult_addr, zpf, lof, hif) = args
+            i32, i8, f32 = _I32, _I8, ir.FloatType()
+            v16i32, v16f32 = _V16I32, ir.VectorType(f32, 16)
+
+            def vec(addr, j, vt=v16i32):
+                return builder.load(builder.inttoptr(builder.add(addr, _c64(64 * j)),
+                                                     vt.as_pointer()), align=4)
+            init = [builder.add(vec(bias_addr, j), vec(corr_addr, j)) for j in range(nvec)]
+            zw_v = [vec(zw_addr, j) for j in range(nvec)]
+            mult_v = [vec(mult_addr, j, v16f32) for j in range(nvec)]
+            if cont:
+                acc0, _ = _load_tile(builder, c_addr, ldc, mr, nvec)
+                acc0 = [builder.add(a, init[idx % nvec]) for idx, a in enumerate(acc0)]
+            else:
+                acc0 = [init[idx % nvec] for idx in range(mr * nvec)]
+            final = _emit_k_loop(builder, dot, a_addr, b_addr, kq, acc0, mr, nvec)
+            zv, lov, hiv = (ir_splat(builder, x, v16f32) for x in (zpf, lof, hif))
+            codes = []  # per row, per vector: <16 x i8>
+            for r in range(mr):
+                rsum = builder.load(builder.inttoptr(builder.add(rsum_addr, _c64(4 * r)),
+                                                     i32.as_pointer()), align=4)
+                rv = ir_splat(builder, rsum, v16i32)
+                for j in range(nvec):
+                    s = builder.sub(final[r * nvec + j], builder.mul(zw_v[j], rv))
+                    codes.append(ir_requant8(builder, s, mult_v[j], zv, lov, hiv))
+            row_addr = [builder.add(out_addr, builder.mul(_c64(r), rs)) for r in range(mr)]
+            full = builder.and_(builder.icmp_signed("==", cs, _c64(1)),
+                                builder.icmp_signed("==", ncols, _c64(16 * nvec)))
+            with builder.if_else(full, likely=True) as (whole_rows, by_byte):
+                with whole_rows:
+                    for r in range(mr):
+                        for j in range(nvec):
+                            ptr = builder.add(row_addr[r], _c64(16 * j))
+                            builder.store(codes[r * nvec + j], builder.inttoptr(
+                                ptr, ir.VectorType(i8, 16).as_pointer()), align=1)
+                with by_byte:
+                    for c in range(16 * nvec):  # column by column: guarded for a partial panel
+                        with builder.if_then(builder.icmp_signed("<", _c64(c), ncols),
+                                             likely=True):
+                            col_off = builder.mul(_c64(c), cs)
+                            for r in range(mr):
+                                byte = builder.extract_element(codes[r * nvec + c // 16],
+                                                               ir.Constant(i32, c % 16))
+                                ptr = builder.inttoptr(builder.add(row_addr[r], col_off),
+                                                       i8.as_pointer())
+                                builder.store(byte, ptr)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -257,9 +348,115 @@ def _ukernel_emulated(mr, a_addr, b_addr, kq, c_addr, ldc):
         _em1(a_addr, b_addr, kq, c_addr, ldc)
 
 
+_hwq = {(r, c): _make_ukernel_requant(r, "hardware", c) for r in (6, 5, 4, 3, 2, 1)
+        for c in (False, True)}
+_emq = {(r, c): _make_ukernel_requant(r, "emulated", c) for r in (6, 5, 4, 3, 2, 1)
+        for c in (False, True)}
+_hwq6, _hwq5, _hwq4, _hwq3, _hwq2, _hwq1 = (_hwq[(r, False)] for r in (6, 5, 4, 3, 2, 1))
+_hwc6, _hwc5, _hwc4, _hwc3, _hwc2, _hwc1 = (_hwq[(r, True)] for r in (6, 5, 4, 3, 2, 1))
+_emq6, _emq5, _emq4, _emq3, _emq2, _emq1 = (_emq[(r, False)] for r in (6, 5, 4, 3, 2, 1))
+_emc6, _emc5, _emc4, _emc3, _emc2, _emc1 = (_emq[(r, True)] for r in (6, 5, 4, 3, 2, 1))
+
+
+@njit(cache=True, inline="always")
+def _ukernel_requant_hardware(mr, cont, a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols,
+                              b_addr2, c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif):
+    if cont:
+        if mr == 6:
+            _hwc6(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 5:
+            _hwc5(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 4:
+            _hwc4(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 3:
+            _hwc3(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 2:
+            _hwc2(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 1:
+            _hwc1(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+    else:
+        if mr == 6:
+            _hwq6(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 5:
+            _hwq5(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 4:
+            _hwq4(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 3:
+            _hwq3(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 2:
+            _hwq2(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 1:
+            _hwq1(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+
+
+@njit(cache=True, inline="always")
+def _ukernel_requant_emulated(mr, cont, a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols,
+                              b_addr2, c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif):
+    if cont:
+        if mr == 6:
+            _emc6(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 5:
+            _emc5(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 4:
+            _emc4(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 3:
+            _emc3(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 2:
+            _emc2(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 1:
+            _emc1(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+    else:
+        if mr == 6:
+            _emq6(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 5:
+            _emq5(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 4:
+            _emq4(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 3:
+            _emq3(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 2:
+            _emq2(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+        elif mr == 1:
+            _emq1(a_addr, b_addr, kq, c_addr, ldc, o_addr, rs, cs, ncols, b_addr2,
+                  c_addr2, zw_addr, rsum_addr, m_addr, zpf, lof, hif)
+
+
 # ---------------------------------------------------------------- packing
+def _padded64(v: np.ndarray, dtype) -> np.ndarray:
+    """A (n,) view of `v` as `dtype` whose buffer extends to a multiple of 64 entries (zeros): the
+    register epilogue loads a panel's 64 columns at once."""
+    n = v.shape[0]
+    buf = np.zeros(round_up(max(n, 1), NRV), dtype)
+    buf[:n] = v
+    return buf[:n]
+
+
 def pack_b(w: np.ndarray, zero_point: np.ndarray):
-    """(N, K) s8/u8 weights -> (packed int8 (N/64, Kp/4, 64, 4), zw' int32 (N,), colsum(w') int64 (N,))."""
+    """(N, K) s8/u8 weights -> (packed int8 (N/64, Kp/4, 64, 4), zw' int32 (N,), colsum(w') int64
+    (N,)); zw' is readable to a multiple of 64 entries."""
     n, k = w.shape
     kp = round_up(max(k, 1), KALIGN)
     npad = round_up(max(n, 1), NRV)
@@ -268,15 +465,16 @@ def pack_b(w: np.ndarray, zero_point: np.ndarray):
     full = np.zeros((npad, kp), np.int8)
     full[:n, :k] = ws.astype(np.int8)
     packed = np.ascontiguousarray(full.reshape(npad // NRV, NRV, kp // 4, 4).transpose(0, 2, 1, 3))
-    zw = zero_point.astype(np.int64) - shift
+    zw = _padded64(zero_point.astype(np.int64) - shift, np.int32)
     colsum = ws.astype(np.int64).sum(axis=1)
     return packed, zw, colsum
 
 
 def column_correction(colsum: np.ndarray, zw: np.ndarray, za: int, k: int) -> np.ndarray:
-    """-za'*colsum(w')[n] + K*za'*zw'[n], wrapped to int32 (exact modulo 2^32)."""
-    c = -np.int64(za) * colsum + np.int64(k) * np.int64(za) * zw
-    return (c & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+    """-za'*colsum(w')[n] + K*za'*zw'[n], wrapped to int32 (exact modulo 2^32); readable to a
+    multiple of 64 entries."""
+    c = -np.int64(za) * colsum + np.int64(k) * np.int64(za) * zw.astype(np.int64)
+    return _padded64((c & 0xFFFFFFFF).astype(np.uint32).view(np.int32), np.int32)
 
 
 @njit(cache=True)
@@ -299,58 +497,127 @@ def prep_a(a, signed, kp, mr):
 
 
 # ---------------------------------------------------------------- GEMM
+# mode of an 8-bit epilogue whose bias may overflow int32 with the sums
+# (qlinear.register_epilogue_mode): the int32 tile and the saturating scalar epilogue instead of
+# the register epilogue
+MODE_Q_WIDE_BIAS = 3
+
+
 @njit(cache=True, inline="always")
-def _gemm_body(ukernel, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
-               hif, out_q, out_f, out_i):
-    """The blocked GEMM, written once; inlined into _gemm_hardware and _gemm_emulated with their own
-    micro-kernel dispatcher (`ukernel`), so each compiles to code that holds only one of the two."""
+def _gemm_task_requant(ukernel, ukernel_rq, t, nnb, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq,
+                       bias, mult, zpf, lof, hif, out_q):
+    """One task of the 8-bit epilogue (mode 1), fused into the micro-kernel: a single-chunk K
+    needs no int32 tile at all; a longer K accumulates its earlier chunks in the tile and
+    requantizes in the last one. bias/mult/zw/colcorr are readable to a multiple of 64 entries."""
     np_, kq, _, _ = b.shape
-    nmb = (m + mb - 1) // mb
-    nnb = (np_ + npb - 1) // npb
     atile = kq * MR * 4
-    for t in prange(nmb * nnb):
-        ib = t // nnb
-        jb = t - ib * nnb
-        r0 = ib * mb
-        rows = min(mb, m - r0)
-        p0 = jb * npb
-        pn = min(npb, np_ - p0)
-        # only as wide as this task's panels (zeroing a full-width tile dominated narrow layers)
-        ldc = pn * NRV * 4
-        tile = np.zeros((mb, pn * NRV), np.int32)
-        a0 = a.ctypes.data + (r0 // MR) * atile
-        t0 = tile.ctypes.data
-        b0 = b.ctypes.data
-        for k0 in range(0, kq, kcq):
-            kl = min(kcq, kq - k0)
+    ib = t // nnb
+    jb = t - ib * nnb
+    r0 = ib * mb
+    rows = min(mb, m - r0)
+    p0 = jb * npb
+    pn = min(npb, np_ - p0)
+    a0 = a.ctypes.data + (r0 // MR) * atile
+    b0 = b.ctypes.data
+    rs = out_q.strides[0]
+    cs = out_q.strides[1]
+    o0 = out_q.ctypes.data + r0 * rs
+    rsum0 = rowsum.ctypes.data + r0 * 4
+    kl_last = kq - (kq - 1) // kcq * kcq if kq > 0 else 0
+    k_last = kq - kl_last
+    ldc = pn * NRV * 4
+    tile = np.zeros((mb if k_last > 0 else 0, pn * NRV), np.int32)
+    t0 = tile.ctypes.data
+    if k_last > 0:  # earlier K chunks into an int32 tile
+        for k0 in range(0, k_last, kcq):
+            kl = min(kcq, k_last - k0)
             for p in range(pn):
                 bp = b0 + ((p0 + p) * kq + k0) * (4 * NRV)
                 for i in range(0, rows, MR):
                     ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
                             t0 + i * ldc + p * (4 * NRV), ldc)
-        cols = min(pn * NRV, n - p0 * NRV)
-        for i in range(rows):
-            rsi = np.int64(rowsum[r0 + i])
-            for j in range(cols):
-                c = p0 * NRV + j
-                v = np.int64(tile[i, j]) + np.int64(colcorr[c]) - zw[c] * rsi
-                tile[i, j] = np.int32(np.uint32(v & 0xFFFFFFFF))  # wrap: exact mod 2^32
-        epilogue_tile(tile, r0, rows, 0, cols, p0 * NRV, mode, bias, mult, zpf, lof, hif,
-                      out_q, out_f, out_i)
+    for p in range(pn):
+        col = (p0 + p) * NRV
+        ncols = min(NRV, n - col)
+        bp = b0 + ((p0 + p) * kq + k_last) * (4 * NRV)
+        for i in range(0, rows, MR):
+            ukernel_rq(min(MR, rows - i), k_last > 0, a0 + (i // MR) * atile + k_last * (4 * MR),
+                       bp, kl_last, t0 + i * ldc + p * (4 * NRV), ldc, o0 + i * rs + col * cs, rs,
+                       cs, ncols, bias.ctypes.data + col * 4, colcorr.ctypes.data + col * 4,
+                       zw.ctypes.data + col * 4, rsum0 + i * 4, mult.ctypes.data + col * 4, zpf,
+                       lof, hif)
+    if k_last > 0:
+        tile[0, 0] += 0  # a use after the raw-address calls keeps the tile alive until here
+
+
+@njit(cache=True, inline="always")
+def _gemm_task(ukernel, t, nnb, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
+               zpf, lof, hif, out_q, out_f, out_i):
+    """One task through the int32 tile: the exactness corrections applied to the tile, then
+    common.epilogue_tile (int32 and float outputs, and 8-bit ones with a wide bias)."""
+    np_, kq, _, _ = b.shape
+    atile = kq * MR * 4
+    ib = t // nnb
+    jb = t - ib * nnb
+    r0 = ib * mb
+    rows = min(mb, m - r0)
+    p0 = jb * npb
+    pn = min(npb, np_ - p0)
+    # only as wide as this task's panels (zeroing a full-width tile dominated narrow layers)
+    ldc = pn * NRV * 4
+    tile = np.zeros((mb, pn * NRV), np.int32)
+    a0 = a.ctypes.data + (r0 // MR) * atile
+    t0 = tile.ctypes.data
+    b0 = b.ctypes.data
+    for k0 in range(0, kq, kcq):
+        kl = min(kcq, kq - k0)
+        for p in range(pn):
+            bp = b0 + ((p0 + p) * kq + k0) * (4 * NRV)
+            for i in range(0, rows, MR):
+                ukernel(min(MR, rows - i), a0 + (i // MR) * atile + k0 * (4 * MR), bp, kl,
+                        t0 + i * ldc + p * (4 * NRV), ldc)
+    cols = min(pn * NRV, n - p0 * NRV)
+    for i in range(rows):
+        rsi = np.int64(rowsum[r0 + i])
+        for j in range(cols):
+            c = p0 * NRV + j
+            v = np.int64(tile[i, j]) + np.int64(colcorr[c]) - np.int64(zw[c]) * rsi
+            tile[i, j] = np.int32(np.uint32(v & 0xFFFFFFFF))  # wrap: exact mod 2^32
+    md = 1 if mode == MODE_Q_WIDE_BIAS else mode
+    epilogue_tile(tile, r0, rows, 0, cols, p0 * NRV, md, bias, mult, zpf, lof, hif,
+                  out_q, out_f, out_i)
+
+
+@njit(cache=True, inline="always")
+def _gemm_body(ukernel, ukernel_rq, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias,
+               mult, zpf, lof, hif, out_q, out_f, out_i):
+    """The blocked GEMM, written once; inlined into _gemm_hardware and _gemm_emulated with their own
+    micro-kernels (`ukernel`, `ukernel_rq`), so each compiles to code that holds only one of the
+    two. Tasks = (row block of mb rows) x (npb panels); mode 1 requantizes in registers."""
+    nmb = (m + mb - 1) // mb
+    nnb = (b.shape[0] + npb - 1) // npb
+    if mode == 1 and FUSED_REQUANT:
+        for t in prange(nmb * nnb):
+            _gemm_task_requant(ukernel, ukernel_rq, t, nnb, a, rowsum, m, b, zw, colcorr, n, mb,
+                               npb, kcq, bias, mult, zpf, lof, hif, out_q)
+        return
+    for t in prange(nmb * nnb):
+        _gemm_task(ukernel, t, nnb, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias,
+                   mult, zpf, lof, hif, out_q, out_f, out_i)
 
 
 @njit(cache=True, parallel=True)
 def _gemm_hardware(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
                    out_q, out_f, out_i):
-    _gemm_body(_ukernel_hardware, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
-               zpf, lof, hif, out_q, out_f, out_i)
+    _gemm_body(_ukernel_hardware, _ukernel_requant_hardware, a, rowsum, m, b, zw, colcorr, n, mb,
+               npb, kcq, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i)
 
 
 @njit(cache=True, parallel=True)
 def _gemm_emulated(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
                    out_q, out_f, out_i):
-    _gemm_body(_ukernel_emulated, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
-               zpf, lof, hif, out_q, out_f, out_i)
+    _gemm_body(_ukernel_emulated, _ukernel_requant_emulated, a, rowsum, m, b, zw, colcorr, n, mb,
+               npb, kcq, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i)
 
 
 @njit(cache=True)
@@ -358,27 +625,29 @@ def _gemm_serial_hardware(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, b
                           hif, out_q, out_f, out_i):
     """`_gemm_hardware` on the calling thread (prange is range here): for work too small to pay
     for a parallel launch."""
-    _gemm_body(_ukernel_hardware, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
-               zpf, lof, hif, out_q, out_f, out_i)
+    _gemm_body(_ukernel_hardware, _ukernel_requant_hardware, a, rowsum, m, b, zw, colcorr, n, mb,
+               npb, kcq, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i)
 
 
 @njit(cache=True)
 def _gemm_serial_emulated(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
                           hif, out_q, out_f, out_i):
-    _gemm_body(_ukernel_emulated, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult,
-               zpf, lof, hif, out_q, out_f, out_i)
+    _gemm_body(_ukernel_emulated, _ukernel_requant_emulated, a, rowsum, m, b, zw, colcorr, n, mb,
+               npb, kcq, mode, bias, mult, zpf, lof, hif, out_q, out_f, out_i)
 
 
 def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
          out_q, out_f, out_i, impl=None):
     """a: packed u8 A' (MT, Kp/4, 4*MR); b: packed s8 (NP, Kp/4, 64, 4). Same blocking as avx2.gemm;
-    the exactness corrections are applied to the tile before the epilogue. `impl` ('hardware' or
+    the exactness corrections start the register epilogue's sums (mode 1) or are applied to the
+    int32 tile before common.epilogue_tile (other modes). `impl` ('hardware' or
     'emulated'; default: features.vnni_implementation(), checked before anything is compiled)."""
     fn = _gemm_emulated if _check_impl(impl) == "emulated" else _gemm_hardware
-    # read-only epilogue vectors (np.broadcast_to views) are a different Numba type: copying the
-    # (N,) vectors keeps one compiled signature instead of three (each compile takes seconds)
-    bias = bias if bias.flags.writeable else bias.copy()
-    mult = mult if mult.flags.writeable else mult.copy()
+    # Own copies padded to 64 entries: the register epilogue loads whole panels, and read-only
+    # vectors (np.broadcast_to views) would be a different Numba type (another compile). The
+    # one-call kernels get theirs padded from qlinear._ep_args.
+    bias, mult = _padded64(bias, np.int32), _padded64(mult, np.float32)
+    zw, colcorr = _padded64(zw, np.int32), _padded64(colcorr, np.int32)
     fn(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
        out_q, out_f, out_i)
 

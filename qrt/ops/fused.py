@@ -241,8 +241,7 @@ def _prepare_fast_gemm(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     table, flip, tdt = _table_args(post_table, post_lo, n)
     out_dt = dt if tdt is None else tdt
     kp = np.int64(common.round_up(max(k, 1), common.KALIGN))
-    if path == "avx2":
-        mode = _ql.avx2_mode(mode, bs, k)
+    mode = _ql.register_epilogue_mode(mode, bs, k)
     tail = (np.int64(n), np.int64(mb), np.int64(npb), np.int64(kc), np.int64(mode), bs, mult, zpf,
             lof, hif, table, flip, threads > 1)
     if path == "vnni":
@@ -446,8 +445,7 @@ def _prepare_fast_conv(state, x, w, w_zp, bias, x_scale, x_zp, w_scale, out_dtyp
     # channels as rows (avx2, 8-bit out): each output row is NCHW-contiguous, so whole panels
     # store as vectors; positions as rows needs a transposed byte-by-byte store. Below one panel
     # of positions (SE-block 1x1 maps) the positions-as-rows form wastes less of the tile.
-    if pcw.kernel == "avx2":
-        mode = _ql.avx2_mode(mode, bs, pw.k)
+    mode = _ql.register_epilogue_mode(mode, bs, pw.k)
     rows = (pcw.kernel == "avx2" and mode == 1 and p >= common.NR
             and _cpu.backend("avx2").FUSED_REQUANT and _rows_pay(m, p, pw.k))
     if rows:

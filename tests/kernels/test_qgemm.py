@@ -138,6 +138,29 @@ def test_larger_gemm_blocks(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("a_dt,w_dt", [(np.uint8, np.uint8), (np.int8, np.int8)], ids=["u8u8", "s8s8"])
+def test_requantized_blocks_with_k_chunks_and_zero_points(variant, a_dt, w_dt):
+    """The 8-bit epilogue in the micro-kernel's registers: several row blocks, panels and K chunks
+    (the last chunk continues from the int32 tile), leftover rows and columns, per-channel weight
+    zero points (the vnni path subtracts zw' * rowsum in registers) and 2 threads."""
+    rng = np.random.default_rng(17)
+    a = _rand(rng, (101, 1030), a_dt)
+    w = _rand(rng, (300, 1030), w_dt)
+    lo, hi = ref.qrange(w_dt)
+    zw = rng.integers(lo, hi + 1, 300)
+    za = int(rng.integers(*ref.qrange(a_dt)))
+    ep = ql.Epilogue(np.uint8, bias=rng.integers(-50000, 50000, 300).astype(np.int32),
+                     multiplier=(rng.random(300) * 4e-6 + 3e-6).astype(np.float32),
+                     out_zero_point=128)
+    want = ref.epilogue_ref(ref.qgemm_i32(a, za, w, zw), ep)
+    assert np.isin(want, (0, 255)).mean() < 0.3 and len(np.unique(want)) > 100  # mostly in range
+    with kernel_path(variant) as path:
+        pw = ql.pack_weight(w, zw, path=path)
+        for threads in (1, 2):
+            np.testing.assert_array_equal(ql.qlinear(a, za, pw, ep, threads), want)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("a_dt", [np.uint8, np.int8], ids=["u8", "s8"])
 def test_extreme_values_exact(variant, a_dt):
     """|a - za| = |w - zw| = 255 everywhere: the largest products, no saturation anywhere
