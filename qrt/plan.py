@@ -9,6 +9,11 @@ step is pre-bound once to a flat tuple (function, input slots, output slots, kwa
 the hot loop does no attribute or dict lookups beyond the call itself. `execute(..., profile=d)`
 accumulates wall seconds per node into `d` (keys: `Plan.step_names`, unique per node); use
 `plan.profile_by_op(d)` to sum them per op type.
+
+Shape specialisation: the steps whose outputs follow from constants and the feeds' *shapes* alone
+(PyTorch exports compute every Reshape target as Shape -> Gather -> Unsqueeze -> Concat on each
+call) run once per distinct set of feed shapes; their outputs are kept and later calls with the
+same shapes skip those steps (see `shape_only_steps`).
 """
 from __future__ import annotations
 
@@ -109,6 +114,69 @@ def _blas_wrap(fn, macs, blas, threads):
     return step
 
 
+# -------------------------------------------------------------------- shape specialisation
+# Ops whose output shapes follow from their input shapes and attributes alone.
+_SHAPE_FROM_SHAPES = {("", op) for op in (
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv",
+    "ConvInteger", "ConvTranspose", "DequantizeLinear", "Div", "DynamicQuantizeLinear", "Equal",
+    "Erf", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "HardSigmoid", "HardSwish",
+    "Identity", "LayerNormalization", "LeakyRelu", "MatMul", "MatMulInteger", "MaxPool", "Mul",
+    "Pow", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "Relu", "Shape", "Sigmoid", "Softmax",
+    "Sqrt", "Sub", "Tanh", "Transpose", "Where", "Neg", "Abs", "Exp", "Log", "Reciprocal", "Floor",
+    "Ceil", "Round", "Sign", "Not", "And", "Or", "Xor", "Less", "LessOrEqual", "Greater",
+    "GreaterOrEqual", "Max", "Min", "Mod", "Size", "Softplus", "Sin", "Cos", "ArgMax", "ArgMin",
+    "CumSum", "GatherElements", "InstanceNormalization", "PRelu", "Selu", "Elu", "Mish",
+    "LogSoftmax", "Einsum", "Trilu")} | {("qrt", op) for op in (
+    "QAdd", "QConv", "QConvTranspose", "QGemm", "QGlobalAveragePool", "QLut", "QMatMulAct",
+    "QMul")}
+# Ops whose output shapes also depend on the values of these inputs (by position).
+_SHAPE_FROM_VALUES = {("", "Reshape"): (1,), ("", "Expand"): (1,), ("", "Slice"): (1, 2, 3, 4),
+                      ("", "Unsqueeze"): (1,), ("", "Squeeze"): (1,), ("", "Pad"): (1, 3),
+                      ("", "Split"): (1,), ("", "Resize"): (1, 2, 3), ("", "ReduceMean"): (1,),
+                      ("", "ReduceSum"): (1,), ("", "ReduceMax"): (1,), ("", "ReduceMin"): (1,),
+                      ("", "Tile"): (1,), ("", "ConstantOfShape"): (0,), ("", "Range"): (0, 1, 2),
+                      ("", "TopK"): (1,), ("", "OneHot"): (1,)}
+# Ops never run ahead of time, whatever their inputs: random draws, and control flow (a subgraph
+# may read outer values that are not among the node's inputs).
+_NEVER_SPECIALISED = {("", op) for op in (
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+    "Bernoulli", "If", "Loop", "Scan", "SequenceInsert", "SequenceErase")}
+SHAPE_CACHE_ENTRIES = 16  # distinct feed-shape sets remembered per plan
+
+
+def shape_only_steps(steps: list[Step], const_slots, output_slots) -> list[int]:
+    """Indices of the steps whose outputs depend on constants and the feeds' shapes only, never on
+    the feeds' values: Shape of a value whose shape is known from the feed shapes, and any
+    deterministic step whose inputs are all constants or such outputs. A value's shape is known
+    from the feed shapes when its op's output shape follows from its input shapes (and, for
+    Reshape, Slice, Expand, ... from inputs that are themselves shape-only). Unknown ops count as
+    data-dependent. Steps writing a graph output are left out (the caller owns that array)."""
+    pure = set(const_slots)  # value known from constants and feed shapes
+    unknown_shape: set[int] = set()  # shape may depend on feed values
+    found = []
+    for k, st in enumerate(steps):
+        key = (st.node.domain or "", st.node.op_type)
+        ins = [i for i in st.ins if i >= 0]
+        shapes_known = not any(i in unknown_shape for i in ins)
+        if key in _SHAPE_FROM_VALUES:
+            value_ins = _SHAPE_FROM_VALUES[key]
+            shapes_known = shapes_known and all(
+                st.ins[j] in pure for j in value_ins if j < len(st.ins) and st.ins[j] >= 0)
+        elif key not in _SHAPE_FROM_SHAPES:
+            shapes_known = False
+        if key == ("", "Shape"):
+            is_pure = shapes_known
+        else:
+            is_pure = key not in _NEVER_SPECIALISED and all(i in pure for i in ins)
+        outs = [o for o in st.outs if o >= 0]
+        if is_pure and not any(o in output_slots for o in outs):
+            pure.update(outs)
+            found.append(k)
+        elif not shapes_known:
+            unknown_shape.update(outs)
+    return found
+
+
 class Plan:
     def __init__(self, graph: ir.Graph, threads: int = 1):
         self.graph = graph
@@ -141,6 +209,10 @@ class Plan:
         self.step_names = self._step_names()
         self._bind()
         self._blas = _blas_limit()
+        self.shape_only = frozenset(shape_only_steps(
+            self.steps, {self.slot[n] for n in graph.initializers},
+            set(self.output_slots.values())))
+        self._by_shapes: dict = {}  # feed shapes -> (base values, bound steps) without shape_only
 
     def _slot(self, name: str) -> int:
         if name not in self.slot:
@@ -226,32 +298,77 @@ class Plan:
             return self._run(feeds, names, observer, profile)
 
     def _run(self, feeds, names, observer, profile):
-        vals = list(self.base)
+        bound, base = self._bound, self.base
         input_slots = self.input_slots
+        if observer is not None or profile is not None:
+            vals = list(base)
+            for name, arr in feeds.items():
+                vals[input_slots[name]] = arr
+            self._run_slow(vals, observer, profile)
+            slot = self.slot
+            return [vals[slot[n]] for n in names]
+        if self.shape_only:
+            try:
+                key = tuple((name, arr.shape) for name, arr in feeds.items())
+            except AttributeError:  # a feed without a shape (a sequence): no specialisation
+                key = None
+            spec = self._by_shapes.get(key) if key is not None else None
+            if spec is not None:
+                base, bound = spec
+            elif key is not None:  # first call with these shapes: run all, keep the shape steps'
+                vals = list(base)
+                for name, arr in feeds.items():
+                    vals[input_slots[name]] = arr
+                captured: dict[int, Any] = {}
+                self._run_slow(vals, None, None, captured)
+                self._specialise(key, captured)
+                slot = self.slot
+                return [vals[slot[n]] for n in names]
+        vals = list(base)
         for name, arr in feeds.items():
             vals[input_slots[name]] = arr
-        if observer is not None or profile is not None:
-            self._run_slow(vals, observer, profile)
-        else:
-            for fn, ins, dense, out, outs, kwargs, frees, k in self._bound:
-                if dense:
-                    args = [vals[i] for i in ins]
-                else:
-                    args = [vals[i] if i >= 0 else None for i in ins]
-                try:
-                    res = fn(*args, **kwargs)
-                except NodeExecutionError:
-                    raise
-                except Exception as e:
-                    raise self._fail(k, args, e) from e
-                if out >= 0:
-                    vals[out] = res[0] if isinstance(res, tuple) else res  # a list is a sequence value
-                else:
-                    self._store(vals, outs, res)
-                for s in frees:
-                    vals[s] = None
+        for fn, ins, dense, out, outs, kwargs, frees, k in bound:
+            if dense:
+                args = [vals[i] for i in ins]
+            else:
+                args = [vals[i] if i >= 0 else None for i in ins]
+            try:
+                res = fn(*args, **kwargs)
+            except NodeExecutionError:
+                raise
+            except Exception as e:
+                raise self._fail(k, args, e) from e
+            if out >= 0:
+                vals[out] = res[0] if isinstance(res, tuple) else res  # a list is a sequence value
+            else:
+                self._store(vals, outs, res)
+            for s in frees:
+                vals[s] = None
         slot = self.slot
         return [vals[slot[n]] for n in names]
+
+    def _specialise(self, key, captured: dict) -> None:
+        """Keep (base values with the shape-only outputs, the other steps with their frees
+        recomputed) for the feed shapes `key`."""
+        base = list(self.base)
+        for s, v in captured.items():
+            base[s] = v
+        rest = [b for b in self._bound if b[7] not in self.shape_only]
+        keep = (set(self.output_slots.values()) | set(captured)
+                | {self.slot[n] for n in self.graph.initializers})
+        last: dict[int, int] = {}
+        for j, b in enumerate(rest):
+            for s in b[1] + b[4]:
+                if s >= 0:
+                    last[s] = j
+        frees: dict[int, list[int]] = {}
+        for s, j in last.items():
+            if s not in keep:
+                frees.setdefault(j, []).append(s)
+        bound = [b[:6] + (tuple(frees.get(j, ())), b[7]) for j, b in enumerate(rest)]
+        if len(self._by_shapes) >= SHAPE_CACHE_ENTRIES:
+            self._by_shapes.clear()
+        self._by_shapes[key] = (base, bound)
 
     @staticmethod
     def _store(vals, outs, res):
@@ -261,10 +378,13 @@ class Plan:
             if s >= 0:
                 vals[s] = r
 
-    def _run_slow(self, vals, observer, profile):
+    def _run_slow(self, vals, observer, profile, captured: dict | None = None):
+        """Every step, with the observer, the profile, or `captured` (the outputs of the
+        shape-only steps, by slot) served."""
         perf = time.perf_counter
         step_names = self.step_names
         steps = self.steps
+        shape_only = self.shape_only if captured is not None else ()
         for fn, ins, dense, out, outs, kwargs, frees, k in self._bound:
             args = [vals[i] if i >= 0 else None for i in ins]
             t0 = perf()
@@ -283,5 +403,9 @@ class Plan:
                 self._store(vals, outs, res)
             if observer is not None:
                 observer(steps[k].node, args, [vals[s] if s >= 0 else None for s in outs])
+            if k in shape_only:
+                for s in outs:
+                    if s >= 0:
+                        captured[s] = vals[s]
             for s in frees:
                 vals[s] = None

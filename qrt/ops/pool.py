@@ -162,6 +162,46 @@ register("MaxPool", since=8, ctx=True,
     lambda x, *, auto_pad, kernel_shape, pads, storage_order, strides, ctx: max_pool(
         x, auto_pad=auto_pad, kernel_shape=kernel_shape, pads=pads,
         storage_order=storage_order, strides=strides, ctx=ctx))
+def _bind_max_pool(**kw):
+    """Plan step of a 2-D MaxPool without indices: per input shape and dtype the geometry, the
+    output shape and the kernel's compiled entry point are worked out once (argument handling
+    and Numba's type dispatch of 11 arguments cost ~10 us, several times a small pool's work).
+    Any other input (3-D, indices wanted, a strided view) takes the op itself."""
+    calls: dict = {}
+    ctx = kw.get("ctx")
+    want_idx = ctx is not None and ctx.n_outputs > 1
+
+    def step(x):
+        key = (x.shape, x.dtype)
+        call = calls.get(key)
+        if call is None:
+            if (want_idx or x.ndim != 4 or x.dtype not in _FAST_POOL_TYPES or len(calls) > 64
+                    or not x.flags.c_contiguous):
+                return max_pool(x, **kw)
+            kernel, strides, dilations, out, begin, _, _ = _geometry(
+                x.shape, kw["kernel_shape"], kw["strides"], kw["dilations"], kw["pads"],
+                kw["auto_pad"], kw["ceil_mode"])
+            from qrt.kernels import cpu as _cpu
+            from qrt.kernels.cpu import float_ops
+            oshape = x.shape[:2] + tuple(out)
+            args = (np.int64(kernel[0]), np.int64(kernel[1]), np.int64(strides[0]),
+                    np.int64(strides[1]), np.int64(begin[0]), np.int64(begin[1]),
+                    np.int64(dilations[0]), np.int64(dilations[1]),
+                    x.dtype.type(_lowest(x.dtype)))
+            fn = _cpu.compiled_entry(float_ops.maxpool2d,
+                                     (x,) + args + (np.empty(oshape, x.dtype),))
+            call = calls[key] = (fn, args, oshape)
+        if not x.flags.c_contiguous:
+            return max_pool(x, **kw)
+        fn, args, oshape = call
+        y = np.empty(oshape, x.dtype)
+        fn(x, *args, y)
+        return y
+    step.__wrapped__ = max_pool
+    return step
+
+
+max_pool.bind_step = _bind_max_pool
 register("MaxPool", since=10, ctx=True,
          attrs={"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None,
                 "kernel_shape": REQUIRED, "pads": None, "storage_order": 0,

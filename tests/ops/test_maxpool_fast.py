@@ -33,3 +33,31 @@ def test_fast_maxpool_matches_numpy_path(seed, dt, k, s, d, p, ceil, nan):
     finally:
         pool._FAST_POOL_TYPES = saved
     np.testing.assert_array_equal(got, want)
+
+
+def test_plan_step_equals_the_op_for_every_input_form():
+    """MaxPool's plan step (per-shape geometry and compiled entry) against the op itself: repeated
+    and new shapes, dtypes, a strided view, 3-D input, SAME padding, and indices wanted (the
+    step defers to the op for the forms it does not specialise)."""
+    from qrt.ops import NodeContext
+    rng = np.random.default_rng(3)
+    kw = dict(auto_pad="NOTSET", ceil_mode=1, dilations=[1, 2], kernel_shape=[3, 2],
+              pads=[1, 0, 1, 1], storage_order=0, strides=[2, 1], ctx=NodeContext("p", "MaxPool", 1, 1))
+    step = pool.max_pool.bind_step(**kw)
+    xs = [rng.integers(0, 256, (1, 4, 9, 8)).astype(np.uint8),
+          rng.integers(0, 256, (1, 4, 9, 8)).astype(np.uint8),
+          rng.integers(-128, 128, (2, 3, 5, 7)).astype(np.int8),
+          rng.normal(size=(1, 2, 6, 6)).astype(np.float32),
+          rng.normal(size=(1, 2, 12, 6)).astype(np.float32)[:, :, ::2],
+          rng.normal(size=(1, 2, 6, 6)).astype(np.float64)]
+    for x in xs + xs:
+        np.testing.assert_array_equal(step(x), pool.max_pool(x, **kw))
+    kw1 = dict(kw, dilations=[1], kernel_shape=[3], pads=[1, 1], strides=[2], auto_pad="NOTSET")
+    x1 = rng.normal(size=(1, 2, 9)).astype(np.float32)
+    np.testing.assert_array_equal(pool.max_pool.bind_step(**kw1)(x1), pool.max_pool(x1, **kw1))
+    kws = dict(kw, auto_pad="SAME_UPPER", pads=None)
+    np.testing.assert_array_equal(pool.max_pool.bind_step(**kws)(xs[0]), pool.max_pool(xs[0], **kws))
+    kwi = dict(kw, ctx=NodeContext("p", "MaxPool", 2, 1))
+    got, want = pool.max_pool.bind_step(**kwi)(xs[3]), pool.max_pool(xs[3], **kwi)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
