@@ -361,8 +361,33 @@ def cmd_demo(args) -> int:
 
 
 # -- qrt bench -------------------------------------------------------------------------------------
+def _profile(sess, feeds, runs: int, top: int) -> dict:
+    """Per-op-type and per-node wall time over `runs` profiled runs (the plan's profile mode: every
+    step timed, so the sum is a little above a plain run's time)."""
+    from qrt.kernels import threading_ctl
+    plan = sess._plan
+    names = sess._output_names(None)
+    checked = sess._check_feeds(feeds)
+    prof: dict = {}
+    with threading_ctl.num_threads(sess.threads):
+        for _ in range(runs):
+            plan.execute(checked, names, profile=prof)
+    total = sum(prof.values()) or 1e-12
+    op_of = {n: st.node.op_type for n, st in zip(plan.step_names, plan.steps)}
+    count: dict = {}
+    for n in prof:
+        count[op_of.get(n, n)] = count.get(op_of.get(n, n), 0) + 1
+    by_op = [{"op": op, "nodes": count.get(op, 0), "ms": sec / runs * 1e3, "share": sec / total}
+             for op, sec in plan.profile_by_op(prof).items()]
+    nodes = sorted(prof.items(), key=lambda kv: -kv[1])[:top]
+    return {"runs": runs, "total_ms": total / runs * 1e3, "by_op": by_op,
+            "nodes": [{"node": n, "op": op_of.get(n, "?"), "ms": sec / runs * 1e3,
+                       "share": sec / total} for n, sec in nodes]}
+
+
 def bench(model: str, threads: int | None = None, batch: int | None = None, warmup: int = 10,
-          runs: int = 100, specs=None, compare_onnxruntime: bool = False, seed: int = 0) -> dict:
+          runs: int = 100, specs=None, compare_onnxruntime: bool = False, seed: int = 0,
+          profile: int = 0) -> dict:
     sess = _session(model, threads)
     feeds = make_feeds(sess, specs, seed=seed, batch=batch)
     ort_sess = None
@@ -408,12 +433,14 @@ def bench(model: str, threads: int | None = None, batch: int | None = None, warm
         out["onnxruntime"]["throughput_per_s"] = bsz * 1e3 / out["onnxruntime"]["p50_ms"]
         out["onnxruntime"]["version"] = ort.__version__
         out["qrt_over_onnxruntime_p50"] = out["qrt"]["p50_ms"] / out["onnxruntime"]["p50_ms"]
+    if profile:
+        out["profile"] = _profile(sess, feeds, max(1, runs // 2), profile)
     return out
 
 
 def cmd_bench(args) -> int:
     r = bench(args.model, args.threads, args.batch, args.warmup, args.runs, args.input,
-              args.compare_onnxruntime, args.seed)
+              args.compare_onnxruntime, args.seed, args.profile)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -430,6 +457,16 @@ def cmd_bench(args) -> int:
     if "qrt_over_onnxruntime_p50" in r:
         print(f"qrt p50 / onnxruntime p50 = {r['qrt_over_onnxruntime_p50']:.2f} "
               f"(onnxruntime {r['onnxruntime']['version']}, runs interleaved)")
+    if "profile" in r:
+        pr = r["profile"]
+        print(f"\nprofile: {pr['total_ms']:.3f} ms a run over {pr['runs']} runs, every node timed")
+        print(f"{'op':<24} {'nodes':>6} {'ms':>9} {'share':>7}")
+        for e in pr["by_op"]:
+            print(f"{e['op']:<24} {e['nodes']:>6} {e['ms']:>9.3f} {e['share'] * 100:>6.1f}%")
+        print(f"\n{'slowest nodes':<40} {'op':<20} {'ms':>9} {'share':>7}")
+        for e in pr["nodes"]:
+            print(f"{e['node'][:40]:<40} {e['op'][:20]:<20} {e['ms']:>9.3f} "
+                  f"{e['share'] * 100:>6.1f}%")
     return 0
 
 
@@ -541,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--compare-onnxruntime", action="store_true",
                    help="also time onnxruntime on the same model and inputs, run by run")
+    p.add_argument("--profile", type=_nonneg_int, nargs="?", const=15, default=0, metavar="N",
+                   help="also time every node (half as many runs) and print the time per op type "
+                        "and the N slowest nodes (default 15)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)
 

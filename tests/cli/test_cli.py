@@ -266,6 +266,27 @@ def test_bench_compare_onnxruntime(capsys):
     assert "qrt " in out and "onnxruntime " in out and "p50" in out
 
 
+def test_bench_profile(capsys):
+    """--profile: per-op-type times that cover every node of the plan once, and the slowest
+    nodes, largest first; the JSON holds the same."""
+    import qrt
+    rc, out, err = run_cli(capsys, "bench", INT8, "--threads", "1", "--warmup", "1", "--runs",
+                           "6", "--profile", "3", "--json")
+    assert rc == 0, err
+    pr = json.loads(out)["profile"]
+    plan = qrt.InferenceSession(INT8, threads=1)._plan
+    ops = sorted(st.node.op_type for st in plan.steps)
+    assert sorted(op for e in pr["by_op"] for op in [e["op"]] * e["nodes"]) == ops
+    assert pr["runs"] == 3 and abs(sum(e["share"] for e in pr["by_op"]) - 1) < 1e-6
+    assert len(pr["nodes"]) == 3
+    assert [e["ms"] for e in pr["nodes"]] == sorted((e["ms"] for e in pr["nodes"]), reverse=True)
+    assert abs(sum(e["ms"] for e in pr["by_op"]) - pr["total_ms"]) < 1e-6
+    rc, out, err = run_cli(capsys, "bench", INT8, "--threads", "1", "--warmup", "0", "--runs",
+                           "2", "--profile")
+    assert rc == 0, err
+    assert "slowest nodes" in out and "QConv" in out and "share" in out
+
+
 def test_bench_bad_batch(capsys, tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
