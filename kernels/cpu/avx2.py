@@ -19,8 +19,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image, im2col_panels,
-                                     ir_requant8, ir_splat, pointwise_image, pointwise_panels,
-                                     prep_a_i16)
+                                     ir_requant8, ir_splat, matrix_panels, pointwise_image,
+                                     pointwise_panels, prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
 # mode of an 8-bit epilogue whose bias may overflow int32 with the sums (|bias| + K*255*255 >=
@@ -561,6 +561,40 @@ def conv_nchw_rows(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lo
             _gemm_rows_serial(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
     if table.shape[0] > 0:
         apply_table(out_q, table, flip)
+
+
+@njit(cache=True, inline="always")
+def _qmatmul_one(a, b, t, signed_a, signed_b, za, zb, kp, mb, npb, kc2, bias, mult, zpf, lof,
+                 hif, out_q):
+    m = a.shape[1]
+    n = b.shape[2]
+    ap = prep_a_i16(a[t], signed_a, za, kp, MR)
+    panels = np.empty(((n + NR - 1) // NR, kp // 2, 2 * NR), np.int16)
+    matrix_panels(b[t], signed_b, zb, panels)
+    _gemm_rows_serial(ap, m, panels, n, mb, npb, kc2, bias, mult, zpf, lof, hif, out_q[t])
+
+
+@njit(cache=True, parallel=True)
+def qmatmul_rows(a, b, signed_a, signed_b, za, zb, kp, mb, npb, kc2, bias, mult, zpf, lof, hif,
+                 out_q):
+    """Batched MatMul of two 8-bit activations with an 8-bit output (mode 1 only): per batch
+    index t, a[t] (M, K) packed as the GEMM's A, b[t] (K, N) packed as B panels of 16 columns,
+    then the channels-as-rows GEMM with the register epilogue (rows of out_q[t] are contiguous:
+    whole-panel stores). a, b, out_q: (T, M, K), (T, K, N), (T, M, N) uint8 views; za/zb the
+    zero points as values (s8 codes are read as signed); bias/mult per row, readable to a
+    multiple of MR entries past M. Batch indices run in parallel; `qmatmul_rows_serial` is the
+    one-thread twin."""
+    for t in prange(a.shape[0]):
+        _qmatmul_one(a, b, t, signed_a, signed_b, za, zb, kp, mb, npb, kc2, bias, mult, zpf,
+                     lof, hif, out_q)
+
+
+@njit(cache=True)
+def qmatmul_rows_serial(a, b, signed_a, signed_b, za, zb, kp, mb, npb, kc2, bias, mult, zpf, lof,
+                        hif, out_q):
+    for t in range(a.shape[0]):
+        _qmatmul_one(a, b, t, signed_a, signed_b, za, zb, kp, mb, npb, kc2, bias, mult, zpf,
+                     lof, hif, out_q)
 
 
 @njit(cache=True)

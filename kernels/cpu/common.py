@@ -410,6 +410,14 @@ def _interleave_panels(src, nk, p, off, zx, out):
 
 
 @njit(cache=True)
+def matrix_panels(src, signed, zx, out):
+    """The B panels of a (K, N) matrix of 8-bit codes (uint8 view, rows contiguous), e.g. the
+    second operand of an activation x activation MatMul."""
+    _interleave_panels(src, src.shape[0], src.shape[1], 128 if signed else 0, zx, out)
+    return out
+
+
+@njit(cache=True)
 def pointwise_panels(x, img, signed, zx, out):
     """The B panels of a 1x1, stride-1, unpadded conv of image `img`: x[img] is already (K=C, P)."""
     c = x.shape[1]

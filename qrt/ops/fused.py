@@ -719,6 +719,10 @@ def qmatmul_act(a, b, *, a_scale, a_zp, b_scale, b_zp, out_dtype, multiplier, sc
                        hi_f)
     kk = a.shape[-1]
     odt = np.dtype(out_dtype)
+    packed = _packed_qmatmul_call(odt, ab, bb, int(a_zp), int(b_zp), _ql._ep_args(ep, nn),
+                                  ctx.threads if ctx is not None else 1)
+    if packed is not None:
+        return _run_packed_qmatmul(ab, bb, odt, packed)
     if _small_qmatmul(odt, ab, bb):
         # Small attention-sized products: one Numba pass (exact int32 sums, shared epilogue);
         # larger ones go through BLAS below.
@@ -753,6 +757,53 @@ def _small_qmatmul(odt, a, b) -> bool:
             and mm * b.shape[-1] * kk * max(1, math.prod(a.shape[:-2])) < (1 << 22))
 
 
+# Below this many multiply-adds the one Numba pass (qmatmul_batched) beats packing both operands
+_PACKED_QMATMUL_MIN_MACS = 1 << 15
+
+
+def _packed_qmatmul_call(odt, a, b, za, zb, ep_args, threads):
+    """(compiled entry, leading arguments, trailing arguments) of avx2.qmatmul_rows for an 8-bit
+    a (..., M, K) x b (..., K, N) with an 8-bit output on an AVX2 CPU (the avx2 or vnni path):
+    both operands packed per call, then the register-epilogue GEMM. None when it does not apply
+    (float output, other dtypes, broadcast batch dims, tiny products, another kernel path)."""
+    from qrt.kernels import cpu as _cpu
+    if not (odt in _INT8 and a.dtype in _INT8 and b.dtype in _INT8 and a.ndim >= 2
+            and a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]):
+        return None
+    mm, kk = a.shape[-2:]
+    nn = b.shape[-1]
+    batch = max(1, math.prod(a.shape[:-2]))
+    macs = mm * nn * kk * batch
+    mode, bias, mult, zpf, lof, hif = ep_args
+    if (b.shape[-2] != kk or kk > _ref.max_exact_k() or macs < _PACKED_QMATMUL_MIN_MACS
+            or mode != 1 or mm * nn * batch == 0 or _cpu.resolve(None) not in ("avx2", "vnni")
+            or _cpu.missing_features("avx2") or np.any(bias[:nn]) or np.any(mult[:nn] != mult[0])):
+        return None
+    from qrt.kernels.cpu import common
+    av = _cpu.backend("avx2")
+    threads = _threads_for(macs, threads)
+    kp = common.round_up(max(kk, 1), common.KALIGN)
+    mb, npb, kc = _ql._blocking("avx2", mm, -(-nn // common.NR), 1)
+    rows = -(-mm // 64) * 64  # per-row epilogue vectors, readable past M
+    head = (a.dtype == np.int8, b.dtype == np.int8, np.int64(za), np.int64(zb), np.int64(kp),
+            np.int64(mb), np.int64(npb), np.int64(kc), np.zeros(rows, np.int32),
+            np.full(rows, mult[0], np.float32), zpf, lof, hif)
+    fn = av.qmatmul_rows if threads > 1 and batch > 1 else av.qmatmul_rows_serial
+    shapes = ((batch, mm, kk), (batch, kk, nn), (batch, mm, nn))
+    dummy = [np.empty(sh, np.uint8) for sh in shapes]
+    entry = _cpu.compiled_entry(fn, (dummy[0], dummy[1]) + head + (dummy[2],))
+    return entry, head, shapes
+
+
+def _run_packed_qmatmul(a, b, odt, call):
+    entry, head, (sa, sb, so) = call
+    out = np.empty(a.shape[:-2] + so[1:], odt)
+    entry(np.ascontiguousarray(a).view(np.uint8).reshape(sa),
+          np.ascontiguousarray(b).view(np.uint8).reshape(sb), *head,
+          out.view(np.uint8).reshape(so))
+    return out
+
+
 def _run_small_qmatmul(a, b, za, zb, odt, ep_args):
     mode, bias, mult, zpf, lof, hif = ep_args
     mm, kk = a.shape[-2:]
@@ -777,8 +828,23 @@ def _bind_qmatmul_act(**kw):
     odt = np.dtype(kw["out_dtype"])
     za, zb = np.int32(kw["a_zp"]), np.int32(kw["b_zp"])
     eps: dict = {}
+    packed: dict = {}
+    threads = kw["ctx"].threads if kw.get("ctx") is not None else 1
 
     def step(a, b):
+        key = (a.shape, a.dtype, b.shape, b.dtype)
+        call = packed.get(key, False)
+        if call is False:
+            nn = b.shape[-1]
+            ep = make_epilogue(nn, kw["out_dtype"], None, None, None, None, kw["multiplier"],
+                               kw["scale"], kw["y_zp"], kw["lo"], kw["hi"], kw["lo_f"],
+                               kw["hi_f"])
+            call = _packed_qmatmul_call(odt, a, b, int(za), int(zb), _ql._ep_args(ep, nn),
+                                        threads)
+            if len(packed) < 64:
+                packed[key] = call
+        if call is not None:
+            return _run_packed_qmatmul(a, b, odt, call)
         if _small_qmatmul(odt, a, b):
             nn = b.shape[-1]
             args = eps.get(nn)

@@ -83,13 +83,17 @@ def test_qgemm_matches_reference(seed, lead, kdim, n, xdt, out):
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2 ** 31), shapes=st.sampled_from([
     ((2, 5, 8), (2, 8, 6)), ((3, 1, 4, 16), (1, 2, 16, 4)), ((7, 9), (9, 3)), ((4, 33), (33,)),
-    ((2, 64, 128), (2, 128, 64))]),
+    ((2, 64, 128), (2, 128, 64)), ((4, 128, 16), (4, 16, 128)), ((2, 37, 130), (2, 130, 71)),
+    ((1, 6, 300), (1, 300, 20))]),
        adt=st.sampled_from([np.uint8, np.int8]), bdt=st.sampled_from([np.uint8, np.int8]),
-       out=st.sampled_from(["uint8", "int8", "float32"]))
-def test_qmatmul_act_matches_reference(seed, shapes, adt, bdt, out):
-    """Two integer activations (attention scores, context): the small Numba path and the BLAS path
-    (the last shape) against exact int64 sums + the reference epilogue."""
+       out=st.sampled_from(["uint8", "int8", "float32"]), threads=st.sampled_from([1, 2]))
+def test_qmatmul_act_matches_reference(seed, shapes, adt, bdt, out, threads):
+    """Two integer activations (attention scores, context): the small Numba path, the packed
+    avx2 GEMM (8-bit outputs from 32K multiply-adds: partial tiles and panels, K in two chunks,
+    batch indices in parallel) and the BLAS path (float outputs of the larger shapes) against
+    exact int64 sums + the reference epilogue."""
     from qrt.ops.fused import qmatmul_act
+    ctx = NodeContext("m", "QMatMulAct", 1, threads)
     rng = np.random.default_rng(seed)
     sa, sb = shapes
     a = rng.integers(*ref.qrange(adt), size=sa, endpoint=True).astype(adt)
@@ -106,8 +110,22 @@ def test_qmatmul_act_matches_reference(seed, shapes, adt, bdt, out):
           Epilogue(dt.type, multiplier=np.full(nn, mult, np.float32), out_zero_point=3))
     want = ref.epilogue_ref(acc.reshape(-1, nn).astype(np.int32), ep).reshape(acc.shape)
     # the op called directly, and as the plan runs it (attributes bound once)
-    for got in (qmatmul_act(a, b, ctx=CTX, **kw), qmatmul_act.bind_step(ctx=CTX, **kw)(a, b)):
+    step = qmatmul_act.bind_step(ctx=ctx, **kw)
+    for got in (qmatmul_act(a, b, ctx=ctx, **kw), step(a, b), step(a, b)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif("not _avx2()")
+def test_attention_sized_qmatmul_takes_the_packed_gemm():
+    from qrt.kernels import qlinear as ql
+    from qrt.ops.fused import _packed_qmatmul_call, make_epilogue
+    a = np.zeros((4, 128, 64), np.uint8)
+    b = np.zeros((4, 64, 128), np.int8)
+    ep = ql._ep_args(make_epilogue(128, "uint8", None, None, None, None, np.float32(1e-3),
+                                   None, 3, None, None, None, None), 128)
+    assert _packed_qmatmul_call(np.dtype(np.uint8), a, b, 0, 0, ep, 1) is not None
+    # float outputs and broadcast batch dims keep their own paths
+    assert _packed_qmatmul_call(np.dtype(np.uint8), a, b[:1], 0, 0, ep, 1) is None
 
 
 # ------------------------------------------------------------- every one-call kernel path
