@@ -6,7 +6,8 @@ noise hits them alike. Reports medians and ratios, cold start (new process: impo
 result) with an empty and a warm Numba cache, peak RSS and model sizes; writes JSON and prints a
 Markdown table.
 
-    python bench/compare_onnxruntime.py [--runs 30] [--models demo,ppocr_cls,ppocr_rec,transformer]
+    python bench/compare_onnxruntime.py [--runs 30]
+        [--models demo,ppocr_cls,ppocr_rec,transformer,transformer_d256]
                                         [--out bench/results/compare.json]
 """
 from __future__ import annotations
@@ -86,6 +87,18 @@ def model_zoo(names: list[str], tmp: str) -> dict:
         dst = _ort_quantize(src, os.path.join(tmp, "transformer_int8.onnx"),
                             [tok_feeds(2) for _ in range(4)])
         zoo["transformer"] = (src, dst, tok_feeds)
+    if "transformer_d256" in names:
+        # a realistic width: d=256, 4 heads, 128 tokens (attention products of 4x128x64x128)
+        import onnx
+        from tests.models.builders import random_tokens, transformer_block
+        src = os.path.join(tmp, "transformer_d256.onnx")
+        onnx.save(transformer_block(17, d=256, heads=4, vocab=1000, max_seq=128), src)
+
+        def tok256_feeds(b):
+            return {"tokens": random_tokens(rng, b, 128, vocab=1000)}
+        dst = _ort_quantize(src, os.path.join(tmp, "transformer_d256_int8.onnx"),
+                            [tok256_feeds(2) for _ in range(4)])
+        zoo["transformer_d256"] = (src, dst, tok256_feeds)
     return zoo
 
 
@@ -187,7 +200,7 @@ def machine() -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--models", default="demo,ppocr_cls,ppocr_rec,transformer")
+    ap.add_argument("--models", default="demo,ppocr_cls,ppocr_rec,transformer,transformer_d256")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "compare.json"))

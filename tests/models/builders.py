@@ -185,13 +185,15 @@ def unet_like(opset: int, seed: int = 0) -> onnx.ModelProto:
     return b.model([inp], [out])
 
 
-def transformer_block(opset: int, seed: int = 0, d=32, heads=4, vocab=50) -> onnx.ModelProto:
+def transformer_block(opset: int, seed: int = 0, d=32, heads=4, vocab=50,
+                      max_seq=16) -> onnx.ModelProto:
     """Token embedding (Gather), a pre-LN encoder block with masked multi-head attention
-    (Split, Reshape from Shape/Gather/Concat, Transpose, MatMul, Softmax, Where/Equal), GELU MLP."""
+    (Split, Reshape from Shape/Gather/Concat, Transpose, MatMul, Softmax, Where/Equal), GELU MLP.
+    Sequences up to `max_seq` tokens (the position table's length)."""
     b = Builder(opset, seed)
     dh = d // heads
     emb = b.op("Gather", [b.weight(vocab, d, scale=0.5), "tokens"], axis=0)
-    pos = b.const((b.rng.standard_normal((1, 16, d)) * 0.1).astype(np.float32), "pos")
+    pos = b.const((b.rng.standard_normal((1, max_seq, d)) * 0.1).astype(np.float32), "pos")
     seq = b.op("Gather", [b.op("Shape", ["tokens"]), b.const(np.array(1, np.int64))], axis=0)
     pos = b.op("Slice", [pos, b.const(np.array([0], np.int64)), b.unsqueeze(seq, [0]),
                          b.const(np.array([1], np.int64))])
