@@ -126,7 +126,9 @@ _SHAPE_FROM_SHAPES = {("", op) for op in (
     "Ceil", "Round", "Sign", "Not", "And", "Or", "Xor", "Less", "LessOrEqual", "Greater",
     "GreaterOrEqual", "Max", "Min", "Mod", "Size", "Softplus", "Sin", "Cos", "ArgMax", "ArgMin",
     "CumSum", "GatherElements", "InstanceNormalization", "PRelu", "Selu", "Elu", "Mish",
-    "LogSoftmax", "Einsum", "Trilu")} | {("qrt", op) for op in (
+    "LogSoftmax", "Einsum", "Trilu", "Sum", "Mean", "ThresholdedRelu", "GatherND", "ScatterND",
+    "ScatterElements", "EyeLike", "DepthToSpace", "SpaceToDepth", "LRN", "GlobalMaxPool",
+    "Dropout")} | {("qrt", op) for op in (
     "QAdd", "QConv", "QConvTranspose", "QGemm", "QGlobalAveragePool", "QLut", "QMatMulAct",
     "QMul")}
 # Ops whose output shapes also depend on the values of these inputs (by position).
@@ -135,18 +137,23 @@ _SHAPE_FROM_VALUES = {("", "Reshape"): (1,), ("", "Expand"): (1,), ("", "Slice")
                       ("", "Split"): (1,), ("", "Resize"): (1, 2, 3), ("", "ReduceMean"): (1,),
                       ("", "ReduceSum"): (1,), ("", "ReduceMax"): (1,), ("", "ReduceMin"): (1,),
                       ("", "Tile"): (1,), ("", "ConstantOfShape"): (0,), ("", "Range"): (0, 1, 2),
-                      ("", "TopK"): (1,), ("", "OneHot"): (1,)}
+                      ("", "TopK"): (1,), ("", "OneHot"): (1,), ("", "ReduceProd"): (1,),
+                      ("", "ReduceL1"): (1,), ("", "ReduceL2"): (1,),
+                      ("", "ReduceSumSquare"): (1,), ("", "ReduceLogSum"): (1,),
+                      ("", "ReduceLogSumExp"): (1,)}
+# Ops whose output is a function of their input's shape alone.
+_SHAPE_OF = {("", "Shape"), ("", "Size")}
 # Ops never run ahead of time, whatever their inputs: random draws, and control flow (a subgraph
 # may read outer values that are not among the node's inputs).
 _NEVER_SPECIALISED = {("", op) for op in (
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-    "Bernoulli", "If", "Loop", "Scan", "SequenceInsert", "SequenceErase")}
+    "Bernoulli", "If", "Loop", "Scan", "SequenceInsert", "SequenceErase", "Dropout")}
 SHAPE_CACHE_ENTRIES = 16  # distinct feed-shape sets remembered per plan
 
 
 def shape_only_steps(steps: list[Step], const_slots, output_slots) -> list[int]:
     """Indices of the steps whose outputs depend on constants and the feeds' shapes only, never on
-    the feeds' values: Shape of a value whose shape is known from the feed shapes, and any
+    the feeds' values: Shape or Size of a value whose shape is known from the feed shapes, and any
     deterministic step whose inputs are all constants or such outputs. A value's shape is known
     from the feed shapes when its op's output shape follows from its input shapes (and, for
     Reshape, Slice, Expand, ... from inputs that are themselves shape-only). Unknown ops count as
@@ -164,7 +171,7 @@ def shape_only_steps(steps: list[Step], const_slots, output_slots) -> list[int]:
                 st.ins[j] in pure for j in value_ins if j < len(st.ins) and st.ins[j] >= 0)
         elif key not in _SHAPE_FROM_SHAPES:
             shapes_known = False
-        if key == ("", "Shape"):
+        if key in _SHAPE_OF:
             is_pure = shapes_known
         else:
             is_pure = key not in _NEVER_SPECIALISED and all(i in pure for i in ins)

@@ -134,3 +134,27 @@ def test_profile_and_observer_still_see_every_step():
     prof: dict = {}
     sess._plan.execute({"x": x}, ["y", "z"], profile=prof)
     assert len(prof) == len(sess._plan.steps)
+
+
+def test_size_and_range_chains_are_shape_only():
+    """Size reads only its input's shape; Range and ConstantOfShape get their output shape from
+    values that are themselves shape-only here, so the whole chain runs once per shape."""
+    nodes = [helper.make_node("Size", ["x"], ["n"]),
+             helper.make_node("Range", ["zero", "n", "one"], ["idx"]),
+             helper.make_node("Cast", ["idx"], ["idxf"], to=TensorProto.FLOAT),
+             helper.make_node("Shape", ["x"], ["sh"]),
+             helper.make_node("ConstantOfShape", ["sh"], ["ones"],
+                              value=numpy_helper.from_array(np.array([2.0], np.float32))),
+             helper.make_node("Reshape", ["idxf", "sh"], ["idx2"]),
+             helper.make_node("Mul", ["ones", "idx2"], ["w"]),
+             helper.make_node("Add", ["x", "w"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+               [_out("y", TensorProto.FLOAT)], [_i64("zero", 0), _i64("one", 1)])
+    sess = qrt.InferenceSession(m.SerializeToString(), optimize=False)
+    plan = sess._plan
+    assert sorted(plan.steps[k].node.op_type for k in plan.shape_only) == sorted(
+        ["Size", "Range", "Cast", "Shape", "ConstantOfShape", "Reshape", "Mul"])
+    ref = ReferenceEvaluator(m)
+    for n in (2, 5, 2):
+        x = np.arange(3 * n, dtype=np.float32).reshape(n, 3)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])

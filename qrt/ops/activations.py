@@ -1,4 +1,5 @@
-"""Activations: Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Erf, Gelu, Softmax.
+"""Activations: Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Erf, Gelu, Softmax,
+Softplus, Elu, Selu, PRelu, Mish, ThresholdedRelu, LogSoftmax.
 
 Every op returns its input's element type. float16 transcendental math runs in float32 and rounds
 once at the end. Versions that only widened the type lists (Relu 13/14, LeakyRelu 16, HardSigmoid
@@ -208,3 +209,99 @@ def softmax_13(x, *, axis):
     a = _axis(axis, x.ndim, "Softmax")
     ct = _compute_dtype(x)
     return _softmax(x.astype(ct, copy=False), a).astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Softplus, Elu, Selu, PRelu, Mish, ThresholdedRelu, LogSoftmax
+
+def _softplus(xf):
+    # ln(exp(x) + 1) without overflow: logaddexp(0, x) is x for large x, exp(x) for x << 0.
+    return np.logaddexp(xf.dtype.type(0), xf)
+
+
+@register("Softplus", since=1)  # 22: bfloat16
+def softplus(x):
+    """ln(exp(x) + 1), computed as logaddexp(0, x): no overflow to inf for large x."""
+    ct = _compute_dtype(x)
+    return _softplus(x.astype(ct, copy=False)).astype(x.dtype, copy=False)
+
+
+@register("Elu", since=1, attrs={"alpha": 1.0})  # 6: consumed_inputs dropped; 22: bfloat16
+def elu(x, *, alpha):
+    """x for x >= 0, alpha * (exp(x) - 1) below (expm1: exact near 0)."""
+    ct = _compute_dtype(x)
+    xf = x.astype(ct, copy=False)
+    with np.errstate(over="ignore"):
+        y = np.where(xf < 0, ct(alpha) * np.expm1(np.minimum(xf, ct(0))), xf)
+    return y.astype(x.dtype, copy=False)
+
+
+@register("Selu", since=1, attrs={"alpha": 1.67326319217681884765625,
+                                  "gamma": 1.05070102214813232421875})
+def selu(x, *, alpha, gamma):
+    """gamma * x for x > 0, gamma * (alpha * exp(x) - alpha) for x <= 0."""
+    ct = _compute_dtype(x)
+    xf = x.astype(ct, copy=False)
+    a, g = ct(alpha), ct(gamma)
+    neg = a * np.exp(np.minimum(xf, ct(0))) - a
+    return (g * np.where(xf > 0, xf, neg)).astype(x.dtype, copy=False)
+
+
+@register("PRelu", since=7)  # 7: slope broadcasts to X; 9: integer types; 16: bfloat16
+def prelu(x, slope):
+    """slope * x where x < 0, else x. The slope broadcasts unidirectionally to X's shape."""
+    if x.dtype != slope.dtype:
+        raise ValueError(f"PRelu: X is {x.dtype} but slope is {slope.dtype}")
+    try:
+        shape = np.broadcast_shapes(x.shape, slope.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(f"PRelu: slope of shape {list(slope.shape)} does not broadcast to X's "
+                         f"shape {list(x.shape)}")
+    with np.errstate(over="ignore"):
+        return np.where(x < 0, x * slope, x).astype(x.dtype, copy=False)
+
+
+@register("Mish", since=18)  # 22: bfloat16
+def mish(x):
+    """x * tanh(softplus(x))."""
+    ct = _compute_dtype(x)
+    xf = x.astype(ct, copy=False)
+    return (xf * np.tanh(_softplus(xf))).astype(x.dtype, copy=False)
+
+
+@register("ThresholdedRelu", since=10, attrs={"alpha": 1.0})  # 22: bfloat16
+def thresholded_relu(x, *, alpha):
+    """x where x > alpha, else 0."""
+    _compute_dtype(x)
+    return np.where(x > _scalar(alpha, x.dtype), x, x.dtype.type(0))
+
+
+def _log_softmax(xf, axis):
+    m = np.max(xf, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        d = xf - m
+        return d - np.log(np.sum(np.exp(d), axis=axis, keepdims=True))
+
+
+@register("LogSoftmax", since=1, attrs={"axis": 1})
+def log_softmax_1(x, *, axis):
+    """Opset < 13: the input is coerced to 2-D [prod(shape[:axis]), prod(shape[axis:])] and
+    normalised over each row (the whole trailing block, not just one axis)."""
+    if x.ndim == 0:
+        raise ValueError("LogSoftmax: the input must have rank >= 1")
+    a = _axis(axis, x.ndim, "LogSoftmax")
+    ct = _compute_dtype(x)
+    x2 = x.astype(ct, copy=False).reshape(math.prod(x.shape[:a]), math.prod(x.shape[a:]))
+    return _log_softmax(x2, 1).reshape(x.shape).astype(x.dtype, copy=False)
+
+
+@register("LogSoftmax", since=13, attrs={"axis": -1})
+def log_softmax_13(x, *, axis):
+    """Opset 13+: x - max - log(sum(exp(x - max))) along the one axis."""
+    if x.ndim == 0:
+        raise ValueError("LogSoftmax: the input must have rank >= 1")
+    a = _axis(axis, x.ndim, "LogSoftmax")
+    ct = _compute_dtype(x)
+    return _log_softmax(x.astype(ct, copy=False), a).astype(x.dtype, copy=False)

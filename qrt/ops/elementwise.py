@@ -1,4 +1,6 @@
-"""Elementwise math and comparisons: Add, Sub, Mul, Div, Pow, Sqrt, Equal, Where.
+"""Elementwise math, comparisons and logic: Add, Sub, Mul, Div, Pow, Sqrt, Equal, Where, Neg, Abs,
+Exp, Log, Reciprocal, Floor, Ceil, Round, Sign, Sin, Cos, Max, Min, Sum, Mean, Mod, Less,
+LessOrEqual, Greater, GreaterOrEqual, And, Or, Xor, Not.
 
 All binary ops broadcast numpy-style (ONNX multidirectional broadcasting, opset >= 7) and return the
 input element type exactly: integer arithmetic wraps like C, integer Div truncates toward zero.
@@ -97,3 +99,204 @@ def where(condition, x, y):
         raise ValueError(f"Where: condition must be bool, got {condition.dtype}")
     _same_type("Where", x, y)
     return np.where(condition, x, y)
+
+
+# --------------------------------------------------------------------------------------------
+# Unary math. Versions 1/6/13 only dropped the legacy `consumed_inputs` attribute (ignored here)
+# or widened the type lists, so one registration per op serves every opset. Float math on
+# float16 runs in float32 and rounds once at the end, like the activations.
+
+def _float_only(name, x):
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name}: expected a floating-point input, got {x.dtype}")
+    return np.float32 if x.dtype.itemsize < 4 else x.dtype.type
+
+
+def _numeric(name, x, signed_only=False):
+    if x.dtype == np.bool_ or x.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: expected a numeric input, got {x.dtype}")
+    if signed_only and x.dtype.kind == "u":
+        raise ValueError(f"{name}: unsigned input {x.dtype} is not allowed (signed types only)")
+
+
+def _float_unary(name, ufunc):
+    def fn(x):
+        ct = _float_only(name, x)
+        with np.errstate(all="ignore"):
+            return np.asarray(ufunc(x.astype(ct, copy=False))).astype(x.dtype, copy=False)
+    fn.__name__ = name.lower()
+    fn.__doc__ = f"{name} of a float tensor (float16 computed in float32, rounded once)."
+    return fn
+
+
+exp = register("Exp", since=1)(_float_unary("Exp", np.exp))
+log = register("Log", since=1)(_float_unary("Log", np.log))  # log(<0) = NaN, log(0) = -inf
+reciprocal = register("Reciprocal", since=1)(_float_unary("Reciprocal", np.reciprocal))
+floor = register("Floor", since=1)(_float_unary("Floor", np.floor))
+ceil = register("Ceil", since=1)(_float_unary("Ceil", np.ceil))
+# np.rint rounds half to even (2.5 -> 2, -0.5 -> -0), as ONNX Round requires.
+round_ = register("Round", since=11)(_float_unary("Round", np.rint))
+sin = register("Sin", since=7)(_float_unary("Sin", np.sin))
+cos = register("Cos", since=7)(_float_unary("Cos", np.cos))
+
+
+@register("Neg", since=1)
+def neg(x):
+    """-x; signed integers wrap like C (-INT_MIN == INT_MIN). Unsigned types are not allowed."""
+    _numeric("Neg", x, signed_only=True)
+    with np.errstate(over="ignore"):
+        return np.negative(x)
+
+
+@register("Abs", since=1)
+def abs_(x):
+    """|x|; abs(INT_MIN) wraps to INT_MIN like C; unsigned input is returned as a copy."""
+    _numeric("Abs", x)
+    if x.dtype.kind == "u":
+        return x.copy()
+    with np.errstate(over="ignore"):
+        return np.abs(x)
+
+
+@register("Sign", since=9)
+def sign(x):
+    """-1, 0 or 1 in x's type (NaN stays NaN); unsigned: 0 or 1."""
+    _numeric("Sign", x)
+    return np.sign(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Variadic Max/Min/Sum/Mean: 1 or more inputs of one type, multidirectional broadcasting
+# (opset >= 8; before that all inputs had one shape, a special case of broadcasting).
+
+def _variadic(name, inputs):
+    arrs = [x for x in inputs if x is not None]
+    if not arrs:
+        raise ValueError(f"{name}: needs at least one input")
+    for x in arrs[1:]:
+        if x.dtype != arrs[0].dtype:
+            raise ValueError(f"{name}: inputs must share one element type, got {arrs[0].dtype} "
+                             f"and {x.dtype}")
+    try:
+        shape = np.broadcast_shapes(*(x.shape for x in arrs))
+    except ValueError:
+        raise ValueError(f"{name}: input shapes {[list(x.shape) for x in arrs]} do not "
+                         "broadcast") from None
+    return arrs, shape
+
+
+def _fold(name, ufunc, inputs):
+    arrs, shape = _variadic(name, inputs)
+    out = np.array(np.broadcast_to(arrs[0], shape))  # a fresh array, never an input
+    with np.errstate(over="ignore"):
+        for x in arrs[1:]:
+            ufunc(out, x, out=out)
+    return out
+
+
+@register("Max", since=1)  # 8: broadcasting, 12: integer types, 13: bfloat16
+def max_(*inputs):
+    """Elementwise maximum of all inputs; NaN propagates."""
+    arrs, _ = _variadic("Max", inputs)
+    if arrs[0].dtype == np.bool_ or arrs[0].dtype.kind not in "iuf":
+        raise ValueError(f"Max: expected numeric inputs, got {arrs[0].dtype}")
+    return _fold("Max", np.maximum, inputs)
+
+
+@register("Min", since=1)
+def min_(*inputs):
+    """Elementwise minimum of all inputs; NaN propagates."""
+    arrs, _ = _variadic("Min", inputs)
+    if arrs[0].dtype == np.bool_ or arrs[0].dtype.kind not in "iuf":
+        raise ValueError(f"Min: expected numeric inputs, got {arrs[0].dtype}")
+    return _fold("Min", np.minimum, inputs)
+
+
+@register("Sum", since=1)
+def sum_(*inputs):
+    """Elementwise sum of all inputs (left to right, in the inputs' type)."""
+    arrs, _ = _variadic("Sum", inputs)
+    _float_only("Sum", arrs[0])
+    return _fold("Sum", np.add, inputs)
+
+
+@register("Mean", since=1)
+def mean(*inputs):
+    """Elementwise sum of all inputs divided by their count (float16 summed in float32)."""
+    arrs, shape = _variadic("Mean", inputs)
+    ct = _float_only("Mean", arrs[0])
+    out = np.array(np.broadcast_to(arrs[0], shape), dtype=ct)
+    for x in arrs[1:]:
+        np.add(out, x.astype(ct, copy=False), out=out)
+    out /= ct(len(arrs))
+    return out.astype(arrs[0].dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Mod
+
+def _mod(a, b, fmod, float_fmod0_ok):
+    _same_type("Mod", a, b)
+    _numeric("Mod", a)
+    if fmod not in (0, 1):
+        raise ValueError(f"Mod: fmod must be 0 or 1, got {fmod}")
+    if a.dtype.kind == "f" and not fmod and not float_fmod0_ok:
+        raise ValueError(f"Mod: floating-point inputs ({a.dtype}) require fmod=1 before opset 28")
+    with np.errstate(all="ignore"):
+        # fmod=1: C fmod, sign of the dividend; fmod=0: a - floor(a / b) * b, sign of the
+        # divisor (numpy's remainder, which also gives the IEEE special cases opset 28 lists:
+        # +-0 % y keeps the sign of y, x % +-inf is x or y, inf % y and x % 0 are NaN).
+        # Integer x % 0 gives 0 rather than trapping.
+        return (np.fmod if fmod else np.remainder)(a, b)
+
+
+@register("Mod", since=10, attrs={"fmod": 0})  # 13: bfloat16
+def mod_10(a, b, *, fmod):
+    return _mod(a, b, fmod, False)
+
+
+@register("Mod", since=28, attrs={"fmod": 0})  # floats may use fmod=0
+def mod_28(a, b, *, fmod):
+    return _mod(a, b, fmod, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparisons and logic: bool results, multidirectional broadcasting (opset >= 7; opset 1's
+# legacy `broadcast`/`axis` attributes are not served).
+
+def _compare(name, ufunc):
+    def fn(a, b):
+        _same_type(name, a, b)
+        return ufunc(a, b)
+    fn.__name__ = name.lower()
+    fn.__doc__ = f"{name}: elementwise comparison, a bool tensor (NaN compares false)."
+    return fn
+
+
+less = register("Less", since=7)(_compare("Less", np.less))
+greater = register("Greater", since=7)(_compare("Greater", np.greater))
+less_or_equal = register("LessOrEqual", since=12)(_compare("LessOrEqual", np.less_equal))
+greater_or_equal = register("GreaterOrEqual", since=12)(_compare("GreaterOrEqual",
+                                                                  np.greater_equal))
+
+
+def _logic(name, ufunc):
+    def fn(a, b):
+        if a.dtype != np.bool_ or b.dtype != np.bool_:
+            raise ValueError(f"{name}: inputs must be bool, got {a.dtype} and {b.dtype}")
+        return ufunc(a, b)
+    fn.__name__ = name.lower()
+    fn.__doc__ = f"{name} of two bool tensors, broadcasting."
+    return fn
+
+
+and_ = register("And", since=7)(_logic("And", np.logical_and))
+or_ = register("Or", since=7)(_logic("Or", np.logical_or))
+xor = register("Xor", since=7)(_logic("Xor", np.logical_xor))
+
+
+@register("Not", since=1)
+def not_(x):
+    if x.dtype != np.bool_:
+        raise ValueError(f"Not: input must be bool, got {x.dtype}")
+    return np.logical_not(x)

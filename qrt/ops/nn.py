@@ -1,4 +1,5 @@
-"""Normalization: BatchNormalization, LayerNormalization; Pad."""
+"""Normalization: BatchNormalization, LayerNormalization, InstanceNormalization, LRN; Pad;
+Einsum."""
 from __future__ import annotations
 
 import math
@@ -199,3 +200,83 @@ def pad_11(data, pads, constant_value=None, *, mode):
 @register("Pad", since=18, attrs={"mode": "constant"})
 def pad_18(data, pads, constant_value=None, axes=None, *, mode):
     return pad_array(data, pads, mode, constant_value, axes)
+
+
+# -------------------------------------------------------------- InstanceNormalization, LRN, Einsum
+
+@register("InstanceNormalization", since=1, attrs={"epsilon": 1e-5})  # 6: consumed_inputs gone
+def instance_norm(x, scale, bias, *, epsilon):
+    """y = scale * (x - mean) / sqrt(var + epsilon) + B, mean and (population) variance taken per
+    instance and channel over the spatial axes of [N, C, D1, ...]."""
+    if x.ndim < 3:
+        raise ValueError(f"InstanceNormalization: input must be [N, C, D1, ...] (rank >= 3), got "
+                         f"shape {list(x.shape)}")
+    c = x.shape[1]
+    for name, v in (("scale", scale), ("B", bias)):
+        if v.shape != (c,):
+            raise ValueError(f"InstanceNormalization: {name} must have shape [{c}] (the channel "
+                             f"count), got {list(v.shape)}")
+    wd = _wd(x.dtype)
+    nd = x.ndim - 2
+    axes = tuple(range(2, x.ndim))
+    xw = x.astype(wd, copy=False)
+    mean = xw.mean(axis=axes, keepdims=True)
+    d = xw - mean
+    var = np.mean(d * d, axis=axes, keepdims=True)
+    y = d / np.sqrt(var + wd.type(epsilon))
+    y *= _chan(scale.astype(wd, copy=False), nd)
+    y += _chan(bias.astype(wd, copy=False), nd)
+    return y.astype(x.dtype, copy=False)
+
+
+@register("LRN", since=1, attrs={"alpha": 0.0001, "beta": 0.75, "bias": 1.0, "size": REQUIRED})
+def lrn(x, *, alpha, beta, bias, size):
+    """Local response normalisation across channels: y = x / (bias + alpha / size * sum of x^2
+    over channels c - floor((size - 1) / 2) .. c + ceil((size - 1) / 2)) ^ beta."""
+    if x.ndim < 3:
+        raise ValueError(f"LRN: input must be [N, C, D1, ...] (rank >= 3), got shape "
+                         f"{list(x.shape)}")
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"LRN: size must be >= 1, got {size}")
+    wd = _wd(x.dtype)
+    xw = x.astype(wd, copy=False)
+    sq = xw * xw
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    c = x.shape[1]
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (lo, hi)
+    sp = np.pad(sq, pad)
+    acc = np.zeros_like(sq)
+    for off in range(size):
+        acc += sp[:, off:off + c]
+    base = wd.type(bias) + wd.type(alpha / size) * acc
+    return (xw / np.power(base, wd.type(beta))).astype(x.dtype, copy=False)
+
+
+@register("Einsum", since=12, attrs={"equation": REQUIRED})  # 28: more types
+def einsum(*inputs, equation):
+    """numpy.einsum on the equation with spaces removed (numpy's implicit output order, sorted
+    ASCII letters appearing once with '...' first, is the ONNX one). float16 is computed in
+    float32; integer types stay in their own type (wrapping)."""
+    eq = (equation.decode() if isinstance(equation, bytes) else str(equation)).replace(" ", "")
+    ops = [x for x in inputs if x is not None]
+    if not ops:
+        raise ValueError("Einsum: needs at least one input")
+    lhs = eq.split("->")[0]
+    terms = lhs.split(",")
+    if len(terms) != len(ops):
+        raise ValueError(f"Einsum: equation {equation!r} has {len(terms)} operand terms, the node "
+                         f"has {len(ops)} inputs")
+    for x in ops[1:]:
+        if x.dtype != ops[0].dtype:
+            raise ValueError(f"Einsum: inputs must share one element type, got {ops[0].dtype} "
+                             f"and {x.dtype}")
+    dt = ops[0].dtype
+    wd = _wd(dt) if dt.kind == "f" else dt
+    try:
+        r = np.einsum(eq, *[x.astype(wd, copy=False) for x in ops])
+    except ValueError as e:
+        raise ValueError(f"Einsum: equation {equation!r} does not fit input shapes "
+                         f"{[list(x.shape) for x in ops]}: {e}") from None
+    return np.array(r).astype(dt, copy=False)

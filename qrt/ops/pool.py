@@ -1,4 +1,4 @@
-"""Pooling: MaxPool, AveragePool, GlobalAveragePool.
+"""Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
 
 Windows are visited one kernel tap at a time: each tap is one strided view of the padded input
 covering every output position, so the Python loop runs over kernel taps only (9 for a 3x3).
@@ -255,3 +255,15 @@ def global_average_pool(x):
     if x.dtype == np.float16:
         return x.mean(axis=axes, keepdims=True, dtype=np.float32).astype(np.float16)
     return x.mean(axis=axes, keepdims=True)
+
+
+@register("GlobalMaxPool", since=1)  # 22: bfloat16
+def global_max_pool(x):
+    """Max over every spatial axis of [N, C, D1, ...], kept as size-1 axes; NaN propagates."""
+    if x.ndim < 2:
+        raise ValueError(f"GlobalMaxPool: input must be [N, C, ...] (rank >= 2), got shape "
+                         f"{list(x.shape)}")
+    axes = tuple(range(2, x.ndim))
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"GlobalMaxPool: empty spatial axis in input shape {list(x.shape)}")
+    return np.array(np.max(x, axis=axes, keepdims=True))

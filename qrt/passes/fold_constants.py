@@ -13,7 +13,8 @@ from qrt import ir
 from qrt.passes import _util as U
 
 NEVER = U.QDQ_OPS | {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
+                     "Multinomial", "Bernoulli", "If", "Loop", "Scan",
+                     "Dropout"}  # training mode draws a new mask per run
 # A folded output may be at most this many times the bytes of the inputs (or MIN_BYTES).
 GROWTH = 4
 MIN_BYTES = 1 << 16
