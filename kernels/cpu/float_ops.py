@@ -327,6 +327,7 @@ def layer_norm_rows(x, scale, bias, eps, out):
 
 # ---------------------------------------------------------------- softmax
 _EXP_LO = -87.33654  # below this expf is under float32's smallest normal: taken as 0
+_EXP_UNROLL = 4  # independent vectors per loop iteration of _exp_row
 
 
 @intrinsic
@@ -335,7 +336,11 @@ def _exp_row(typingctx, dst_addr, src_addr, nblk, shift):
     The exponential is Cephes' expf (range reduction by ln 2 in two parts, a degree-6 polynomial,
     the power of two built in the exponent bits): within ~1 ulp of libm, 8 lanes at a time. NumPy's
     exp ran at ~1.5 ns a value here; Numba's calls libm per value. Below _EXP_LO the result is 0
-    (libm gives a subnormal < 1.2e-38); NaN stays NaN."""
+    (libm gives a subnormal < 1.2e-38); NaN stays NaN.
+    _EXP_UNROLL vectors per loop iteration: each is a ~20-deep chain of dependent operations, and
+    independent chains in one iteration overlap where the out-of-order core alone did not
+    (softmax over 512 rows of 128: 114 -> 85 us). The sum is still added vector by vector, in
+    order."""
     sig = types.float64(types.intp, types.intp, types.intp, types.float32)
 
     def codegen(context, builder, signature, args):
@@ -352,11 +357,48 @@ def _exp_row(typingctx, dst_addr, src_addr, nblk, shift):
         zero8 = ir.Constant(ir.VectorType(i32, 8), None)
         sv = builder.insert_element(ir.Constant(v8f, ir.Undefined), shift, ir.Constant(i32, 0))
         sv = builder.shuffle_vector(sv, ir.Constant(v8f, ir.Undefined), zero8)
+        zd = ir.Constant(v4d, None)
+
+        def exp8(j):
+            """exp of vector j (an i64 index of 8-value blocks), stored to dst; returns it."""
+            x0 = builder.load(builder.inttoptr(builder.add(src_addr, builder.mul(j, c64(32))),
+                                               v8f.as_pointer()), align=4)
+            x0 = builder.fsub(x0, sv)
+            x = builder.select(builder.fcmp_ordered(">", x0, cf(88.3762626647949)),
+                               cf(88.3762626647949), x0)
+            fx = builder.call(rint, [builder.fmul(x, cf(1.44269504088896341))])
+            x = builder.fsub(x, builder.fmul(fx, cf(0.693359375)))
+            x = builder.fsub(x, builder.fmul(fx, cf(-2.12194440e-4)))
+            z = builder.fmul(x, x)
+            y = cf(1.9875691500e-4)
+            for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                      5.0000001201e-1):
+                y = builder.fadd(builder.fmul(y, x), cf(c))
+            y = builder.fadd(builder.fadd(builder.fmul(y, z), x), cf(1.0))
+            # 2**fx in the exponent bits (fx in [-126, 127] wherever the result is used)
+            e = builder.fptosi(builder.select(builder.fcmp_ordered("<", fx, cf(-126.0)),
+                                              cf(-126.0), fx), v8i)
+            pw = builder.bitcast(builder.shl(builder.add(e, ir.Constant(v8i, [127] * 8)),
+                                             ir.Constant(v8i, [23] * 8)), v8f)
+            y = builder.fmul(y, pw)
+            y = builder.select(builder.fcmp_ordered("<", x0, cf(_EXP_LO)), cf(0.0), y)
+            y = builder.select(builder.fcmp_unordered("uno", x0, x0), x0, y)  # NaN stays NaN
+            builder.store(y, builder.inttoptr(builder.add(dst_addr, builder.mul(j, c64(32))),
+                                              v8f.as_pointer()), align=4)
+            return y
+
+        def add_halves(acc_lo, acc_hi, y):
+            lo = builder.fpext(builder.shuffle_vector(y, y, ir.Constant(ir.VectorType(i32, 4),
+                                                                        [0, 1, 2, 3])), v4d)
+            hi = builder.fpext(builder.shuffle_vector(y, y, ir.Constant(ir.VectorType(i32, 4),
+                                                                        [4, 5, 6, 7])), v4d)
+            return builder.fadd(acc_lo, lo), builder.fadd(acc_hi, hi)
+
+        nfull = builder.sdiv(nblk, c64(_EXP_UNROLL))
         entry = builder.block
         loop = builder.append_basic_block("qrt_exp")
-        done = builder.append_basic_block("qrt_exp_done")
-        zd = ir.Constant(v4d, None)
-        builder.cbranch(builder.icmp_signed(">", nblk, c64(0)), loop, done)
+        pairs_done = builder.append_basic_block("qrt_exp_pairs_done")
+        builder.cbranch(builder.icmp_signed(">", nfull, c64(0)), loop, pairs_done)
         builder.position_at_end(loop)
         i = builder.phi(i64)
         i.add_incoming(c64(0), entry)
@@ -364,48 +406,49 @@ def _exp_row(typingctx, dst_addr, src_addr, nblk, shift):
         acc_lo.add_incoming(zd, entry)
         acc_hi = builder.phi(v4d)
         acc_hi.add_incoming(zd, entry)
-        x0 = builder.load(builder.inttoptr(builder.add(src_addr, builder.mul(i, c64(32))),
-                                           v8f.as_pointer()), align=4)
-        x0 = builder.fsub(x0, sv)
-        x = builder.select(builder.fcmp_ordered(">", x0, cf(88.3762626647949)),
-                           cf(88.3762626647949), x0)
-        fx = builder.call(rint, [builder.fmul(x, cf(1.44269504088896341))])
-        x = builder.fsub(x, builder.fmul(fx, cf(0.693359375)))
-        x = builder.fsub(x, builder.fmul(fx, cf(-2.12194440e-4)))
-        z = builder.fmul(x, x)
-        y = cf(1.9875691500e-4)
-        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-                  5.0000001201e-1):
-            y = builder.fadd(builder.fmul(y, x), cf(c))
-        y = builder.fadd(builder.fadd(builder.fmul(y, z), x), cf(1.0))
-        # 2**fx in the exponent bits (fx in [-126, 127] wherever the result is used)
-        e = builder.fptosi(builder.select(builder.fcmp_ordered("<", fx, cf(-126.0)), cf(-126.0),
-                                          fx), v8i)
-        pw = builder.bitcast(builder.shl(builder.add(e, ir.Constant(v8i, [127] * 8)),
-                                         ir.Constant(v8i, [23] * 8)), v8f)
-        y = builder.fmul(y, pw)
-        y = builder.select(builder.fcmp_ordered("<", x0, cf(_EXP_LO)), cf(0.0), y)
-        y = builder.select(builder.fcmp_unordered("uno", x0, x0), x0, y)  # NaN stays NaN
-        builder.store(y, builder.inttoptr(builder.add(dst_addr, builder.mul(i, c64(32))),
-                                          v8f.as_pointer()), align=4)
-        lo = builder.fpext(builder.shuffle_vector(y, y, ir.Constant(ir.VectorType(i32, 4),
-                                                                    [0, 1, 2, 3])), v4d)
-        hi = builder.fpext(builder.shuffle_vector(y, y, ir.Constant(ir.VectorType(i32, 4),
-                                                                    [4, 5, 6, 7])), v4d)
-        new_lo = builder.fadd(acc_lo, lo)
-        new_hi = builder.fadd(acc_hi, hi)
+        j0 = builder.mul(i, c64(_EXP_UNROLL))
+        ys = [exp8(builder.add(j0, c64(u))) for u in range(_EXP_UNROLL)]
+        new_lo, new_hi = acc_lo, acc_hi
+        for y in ys:
+            new_lo, new_hi = add_halves(new_lo, new_hi, y)
         i1 = builder.add(i, c64(1))
         i.add_incoming(i1, builder.block)
         acc_lo.add_incoming(new_lo, builder.block)
         acc_hi.add_incoming(new_hi, builder.block)
-        builder.cbranch(builder.icmp_signed("<", i1, nblk), loop, done)
+        builder.cbranch(builder.icmp_signed("<", i1, nfull), loop, pairs_done)
+        builder.position_at_end(pairs_done)
+        sum_lo = builder.phi(v4d)
+        sum_lo.add_incoming(zd, entry)
+        sum_lo.add_incoming(new_lo, loop)
+        sum_hi = builder.phi(v4d)
+        sum_hi.add_incoming(zd, entry)
+        sum_hi.add_incoming(new_hi, loop)
+        # the last nblk % _EXP_UNROLL vectors one at a time
+        start = builder.mul(nfull, c64(_EXP_UNROLL))
+        pre = builder.block
+        tail = builder.append_basic_block("qrt_exp_tail")
+        done = builder.append_basic_block("qrt_exp_done")
+        builder.cbranch(builder.icmp_signed("<", start, nblk), tail, done)
+        builder.position_at_end(tail)
+        j = builder.phi(i64)
+        j.add_incoming(start, pre)
+        t_lo = builder.phi(v4d)
+        t_lo.add_incoming(sum_lo, pre)
+        t_hi = builder.phi(v4d)
+        t_hi.add_incoming(sum_hi, pre)
+        n_lo, n_hi = add_halves(t_lo, t_hi, exp8(j))
+        j1 = builder.add(j, c64(1))
+        j.add_incoming(j1, builder.block)
+        t_lo.add_incoming(n_lo, builder.block)
+        t_hi.add_incoming(n_hi, builder.block)
+        builder.cbranch(builder.icmp_signed("<", j1, nblk), tail, done)
         builder.position_at_end(done)
         fin_lo = builder.phi(v4d)
-        fin_lo.add_incoming(zd, entry)
-        fin_lo.add_incoming(new_lo, loop)
+        fin_lo.add_incoming(sum_lo, pre)
+        fin_lo.add_incoming(n_lo, tail)
         fin_hi = builder.phi(v4d)
-        fin_hi.add_incoming(zd, entry)
-        fin_hi.add_incoming(new_hi, loop)
+        fin_hi.add_incoming(sum_hi, pre)
+        fin_hi.add_incoming(n_hi, tail)
         t = builder.fadd(fin_lo, fin_hi)
         s = builder.extract_element(t, ir.Constant(i32, 0))
         for k in (1, 2, 3):
