@@ -49,7 +49,7 @@ fi
 step cuda_tests 100 env QRT_TEST_REAL_GPU=1 $PY -m pytest -q "${XDIST[@]}" tests/cuda
 step qgemm_t1 50 $PY bench/bench_qgemm.py --quick --threads 1 --paths $GEMM_PATHS
 step qgemm_t2 40 $PY bench/bench_qgemm.py --quick --threads 2 --paths $GEMM_PATHS
-step compare_ort 150 $PY bench/compare_onnxruntime.py \
-  --models "${COMPARE_MODELS:-demo,ppocr_cls,ppocr_rec,transformer}" \
+step compare_ort 240 $PY bench/compare_onnxruntime.py \
+  --models "${COMPARE_MODELS:-demo,ppocr_cls,ppocr_rec,transformer,transformer_d256}" \
   --threads 1 --batches 1 --runs 20 --no-cold --out "$OUT/compare.json"
 exit 0
