@@ -144,7 +144,15 @@ import numpy as np, qrt
 s = qrt.InferenceSession(sys.argv[1], threads=1)
 feed = dict(np.load(sys.argv[2]))  # the benchmark's own batch-1 feed (symbolic dims resolved)
 s.run(None, feed)
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+wall = time.perf_counter() - t0
+# VmHWM: this process's own peak. ru_maxrss is not: Linux carries the forking parent's peak
+# across exec, so it reported the benchmark process's size (growing model by model).
+try:
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(wall, kb)
 """
 
 
