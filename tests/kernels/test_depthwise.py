@@ -108,11 +108,12 @@ def test_depthwise_parallel_matches_ref(path, case, monkeypatch):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("width,kernel,stride,kind", [
     (200, 3, 1, "u8"), (203, 5, 1, "s8clip"), (250, 3, 2, "u8relu"), (97, 7, 1, "float"),
-    (161, 3, 1, "i32")])
+    (161, 3, 1, "i32"), (40, 5, 1, "u8"), (48, 3, 1, "s8clip"), (33, 3, 1, "u8"),
+    (89, 5, 2, "u8"), (17, 3, 1, "u8relu")])
 def test_wide_rows(path, width, kernel, stride, kind):
-    """Rows wider than the hypothesis cases: several 32-output register blocks of the avx2 row
-    accumulation, then 8-output ones, and the vector epilogue's whole-vector part plus its scalar
-    tail, in one row."""
+    """Rows wider than the hypothesis cases: the avx2 row accumulation in register blocks of 1 to 5
+    vectors of 8 outputs (a row split evenly: 40 outputs one block of 5, 48 two of 3, 200 five of
+    5), and the vector epilogue's whole-vector part plus its scalar tail, in one row."""
     rng = np.random.default_rng(width)
     c = 3
     x = _rand(rng, (1, c, 4, width), np.uint8)
