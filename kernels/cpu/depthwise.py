@@ -477,6 +477,8 @@ def depthwise_avx2(x, wpair, geo, bias, mult, epf, out_q, out_f, out_i, t0, t1):
     usw = np.uint64(sw)
     udw = np.uint64(dw)
     nb16 = w // 16  # whole 16-byte blocks of an input row
+    nbw = (w + 15) // 16  # blocks covering the row
+    xbytes = x.size
     x0 = x.ctypes.data  # x is C-contiguous (the caller's ascontiguousarray)
     # 16 spare words: _pair_row writes whole blocks of 16 (past a row into the next one, which
     # is built after it, and past the last row into the spare)
@@ -509,9 +511,13 @@ def depthwise_avx2(x, wpair, geo, bias, mult, epf, out_q, out_f, out_i, t0, t1):
             dr = r if direct else 0
             for q in range(pl):
                 dst[dr, q] = 0
-            _widen_row(d0 + (dr * dlen + pl) * 2, x0 + ((b * c + ch) * h + r) * w, nb16, flip,
-                       zeff)
-            for q in range(nb16 * 16, w):
+            # a row's partial last block is widened whole when the 16-byte read stays inside x
+            # (the values past w are overwritten by the right padding below, or by the next
+            # row in the direct layout): a scalar tail cost as much as the row's blocks
+            roff = ((b * c + ch) * h + r) * w
+            nbr = nbw if roff + 16 * nbw <= xbytes else nb16
+            _widen_row(d0 + (dr * dlen + pl) * 2, x0 + roff, nbr, flip, zeff)
+            for q in range(nbr * 16, w):
                 dst[dr, pl + q] = np.int16((np.int32(x[b, ch, r, q]) ^ flip) - zeff)
             for q in range(pl + w, rlen):
                 dst[dr, q] = 0
