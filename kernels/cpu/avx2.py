@@ -18,9 +18,9 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import (NR, apply_table, epilogue_tile, im2col_image, im2col_panels,
-                                     ir_requant8, ir_splat, matrix_panels, pointwise_image,
-                                     pointwise_panels, prep_a_i16)
+from qrt.kernels.cpu.common import (NR, apply_table_avx2, epilogue_tile, im2col_image,
+                                     im2col_panels, ir_requant8, ir_splat, matrix_panels,
+                                     pointwise_image, pointwise_panels, prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
 # mode of an 8-bit epilogue whose bias may overflow int32 with the sums (|bias| + K*255*255 >=
@@ -533,7 +533,7 @@ def conv_nchw(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hi
         else:
             gemm_serial(a, p, b, n, mb, npb, kc2, mode, bias, mult, zpf, lof, hif, oq, of, oi)
     if table.shape[0] > 0:
-        apply_table(out_q, table, flip)
+        apply_table_avx2(out_q, table, flip)
 
 
 @njit(cache=True)
@@ -560,7 +560,7 @@ def conv_nchw_rows(x, signed, geo, b, n, mb, npb, kc2, mode, bias, mult, zpf, lo
         else:
             _gemm_rows_serial(b, n, panels, p, mb, npb, kc2, bias, mult, zpf, lof, hif, oq)
     if table.shape[0] > 0:
-        apply_table(out_q, table, flip)
+        apply_table_avx2(out_q, table, flip)
 
 
 @njit(cache=True, inline="always")

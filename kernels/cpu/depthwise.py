@@ -48,7 +48,7 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import (I32_MAX, apply_table, dequant_one, ir_requant8,
+from qrt.kernels.cpu.common import (I32_MAX, apply_table_avx2, dequant_one, ir_requant8,
                                      ir_splat, requant_one)
 
 # geo (int64) layout. GEO_SIZE is followed by kw tap starts: where tap j's run begins in a scratch
@@ -623,4 +623,4 @@ def depthwise_avx2_nchw(x, wpair, geo, bias, mult, epf, table, flip, nchunks, ou
     else:
         depthwise_avx2(x, wpair, geo, bias, mult, epf, q, f, i, 0, x.shape[0] * x.shape[1])
     if table.shape[0] > 0:
-        apply_table(out_q, table, flip)
+        apply_table_avx2(out_q, table, flip)

@@ -41,7 +41,8 @@ from numba.extending import intrinsic
 
 from qrt.kernels.cpu import features
 from qrt.kernels.cpu.common import (KALIGN, _tap_offsets, _tile_windows, apply_table,
-                                     epilogue_tile, ir_requant8, ir_splat, round_up)
+                                     apply_table_avx2, epilogue_tile, ir_requant8, ir_splat,
+                                     round_up)
 
 MR = 6
 NRV = 64  # columns per panel: 4 zmm of int32
@@ -732,8 +733,8 @@ def pointwise_image_u8(x, img, signed, out, rowsum):
 
 
 @njit(cache=True, inline="always")
-def _conv_nchw_body(gemm_par, gemm_ser, x, signed, geo, b, zw, colcorr, n, mb, npb, kcq, mode, bias,
-                    mult, zpf, lof, hif, table, flip, par, out_q, out_f, out_i):
+def _conv_nchw_body(gemm_par, gemm_ser, table_fn, x, signed, geo, b, zw, colcorr, n, mb, npb, kcq,
+                    mode, bias, mult, zpf, lof, hif, table, flip, par, out_q, out_f, out_i):
     zx, kh, kw, sh, sw = geo[0], geo[1], geo[2], geo[3], geo[4]
     pt, pl, dh, dw, oh, ow, kp = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10], geo[11]
     p = oh * ow
@@ -754,23 +755,25 @@ def _conv_nchw_body(gemm_par, gemm_ser, x, signed, geo, b, zw, colcorr, n, mb, n
             gemm_ser(a, rs, p, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
                      oq, of, oi)
     if table.shape[0] > 0:
-        apply_table(out_q, table, flip)
+        table_fn(out_q, table, flip)
 
 
 @njit(cache=True)
 def _conv_nchw_hardware(x, signed, geo, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
                         hif, table, flip, par, out_q, out_f, out_i):
-    _conv_nchw_body(_gemm_hardware, _gemm_serial_hardware, x, signed, geo, b, zw, colcorr, n, mb,
-                    npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par, out_q, out_f,
-                    out_i)
+    # (a VNNI CPU has AVX2: the vpshufb table lookups)
+    _conv_nchw_body(_gemm_hardware, _gemm_serial_hardware, apply_table_avx2, x, signed, geo, b, zw,
+                    colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par,
+                    out_q, out_f, out_i)
 
 
 @njit(cache=True)
 def _conv_nchw_emulated(x, signed, geo, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof,
                         hif, table, flip, par, out_q, out_f, out_i):
-    _conv_nchw_body(_gemm_emulated, _gemm_serial_emulated, x, signed, geo, b, zw, colcorr, n, mb,
-                    npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par, out_q, out_f,
-                    out_i)
+    # (emulated: any CPU, so the scalar table lookups)
+    _conv_nchw_body(_gemm_emulated, _gemm_serial_emulated, apply_table, x, signed, geo, b, zw,
+                    colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif, table, flip, par,
+                    out_q, out_f, out_i)
 
 
 @njit(cache=True, inline="always")

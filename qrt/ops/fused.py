@@ -875,6 +875,11 @@ def qlut(x, *, table, in_lo, kernel):
             xc = np.ascontiguousarray(x)
             x3 = xc.reshape(xc.shape[0], c, -1)
             out = np.empty(xc.shape, table.dtype)
+            lut = _lut_avx2() if table.dtype in _INT8 else None
+            if lut is not None:
+                lut(x3.view(np.uint8), np.uint8(128 if in_lo else 0),
+                    np.ascontiguousarray(table).view(np.uint8), out.reshape(x3.shape).view(np.uint8))
+                return out
             _float_ops().lut8_channels(x3.view(np.uint8), np.uint8(128 if in_lo else 0), table,
                                        out.reshape(x3.shape))
             return out
@@ -884,6 +889,12 @@ def qlut(x, *, table, in_lo, kernel):
         # x - (-128) for int8 codes is the byte with its top bit flipped
         xc = np.ascontiguousarray(x)
         out = np.empty(xc.shape, table.dtype)
+        lut = _lut_avx2() if table.dtype in _INT8 else None
+        if lut is not None:
+            lut(xc.reshape(1, 1, -1).view(np.uint8), np.uint8(128 if in_lo else 0),
+                np.ascontiguousarray(table).view(np.uint8).reshape(1, 256),
+                out.reshape(1, 1, -1).view(np.uint8))
+            return out
         _float_ops().lut8(xc.reshape(-1).view(np.uint8), np.uint8(128 if in_lo else 0), table,
                           out.reshape(-1))
         return out
@@ -894,6 +905,21 @@ _BIN_ATTRS = {"a_scale": None, "a_zp": 0, "b_scale": None, "b_zp": 0, "y_scale":
               "out_dtype": "uint8", "kernel": ""}
 _INT8 = (np.dtype(np.uint8), np.dtype(np.int8))
 _fo = None
+
+
+_LUT_AVX2: list = []
+
+
+def _lut_avx2():
+    """common.lut_rows_avx2 (vpshufb lookups) on a CPU with AVX2, else None; decided once."""
+    if not _LUT_AVX2:
+        from qrt.kernels import cpu as _cpu
+        fn = None
+        if not _cpu.missing_features("avx2"):
+            from qrt.kernels.cpu import common
+            fn = common.lut_rows_avx2
+        _LUT_AVX2.append(fn)
+    return _LUT_AVX2[0]
 
 
 def _float_ops():

@@ -410,3 +410,29 @@ def test_depthwise_one_call(case, monkeypatch):
         idx = want.astype(np.int32) - (0 if out == "uint8" else -128)
         want = pt[np.arange(c).reshape((1, c) + (1,) * nd), idx]
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif("not _avx2()")
+@pytest.mark.parametrize("shape", [(1, 3, 1), (2, 5, 31), (1, 4, 32), (2, 3, 95), (1, 240, 480)])
+@pytest.mark.parametrize("flip", [0, 128])
+def test_vpshufb_table_lookups_equal_the_scalar_twin(shape, flip):
+    """common.lut_rows_avx2 / apply_table_avx2 (16 vpshufb slices a vector, scalar tail) against
+    the scalar apply_table: per-channel tables and one shared table, in place and out of place,
+    every byte value."""
+    from qrt.kernels.cpu import common
+    rng = np.random.default_rng(sum(shape) + flip)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    x.reshape(-1)[:256] = np.arange(256)[:x.size]  # every index, where there is room
+    tables = rng.integers(0, 256, (shape[1], 256)).astype(np.uint8)
+    want = x.copy()
+    common.apply_table(want, tables, np.uint8(flip))
+    got = x.copy()
+    common.apply_table_avx2(got, tables, np.uint8(flip))
+    np.testing.assert_array_equal(got, want)
+    out = np.empty_like(x)
+    common.lut_rows_avx2(x, np.uint8(flip), tables, out)
+    np.testing.assert_array_equal(out, want)
+    one = tables[:1]
+    want1 = one[0][x ^ np.uint8(flip)]
+    common.lut_rows_avx2(x, np.uint8(flip), np.ascontiguousarray(one), out)
+    np.testing.assert_array_equal(out, want1)
