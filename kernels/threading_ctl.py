@@ -41,6 +41,11 @@ def set_num_threads(n: int) -> None:
         numba.set_num_threads(n)
 
 
+def max_threads() -> int:
+    """The most threads Numba's parallel kernels can use in this process."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
 @contextlib.contextmanager
 def num_threads(n: int):
     # numba.set_num_threads is thread-local, so concurrent runs with different counts don't clash.

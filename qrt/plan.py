@@ -98,6 +98,12 @@ def _gemm_macs(args, kw):
 _BLAS_STEPS = {("", "Conv"): _conv_macs, ("", "ConvTranspose"): _convt_macs,
                ("", "MatMul"): _matmul_macs, ("", "Gemm"): _gemm_macs,
                ("qrt", "QMatMulAct"): _matmul_macs}
+# Every op whose implementation may call numpy's BLAS (float matmul, einsum; the integer ops'
+# exact float64 routes). A plan without any runs without touching BLAS's thread count, which
+# cost ~10 us a run (two OpenBLAS calls each way), a sixth of the demo model's call.
+_MAY_USE_BLAS = set(_BLAS_STEPS) | {("", op) for op in (
+    "Einsum", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")} | {
+    ("qrt", "QConvTranspose")}
 
 
 _NO_KWARGS: dict = {}
@@ -215,7 +221,8 @@ class Plan:
         self._lifetimes()
         self.step_names = self._step_names()
         self._bind()
-        self._blas = _blas_limit()
+        self._blas = _blas_limit() if any(
+            (st.node.domain or "", st.node.op_type) in _MAY_USE_BLAS for st in self.steps) else None
         self.shape_only = frozenset(shape_only_steps(
             self.steps, {self.slot[n] for n in graph.initializers},
             set(self.output_slots.values())))
@@ -297,7 +304,7 @@ class Plan:
         `profile`, a dict, accumulates wall seconds per node (keys: `self.step_names`) over calls.
         numpy's BLAS (float Conv/Gemm/MatMul) runs on one thread meanwhile, except in steps big
         enough to gain from the plan's `threads` (see `_blas_wrap`); the previous BLAS thread count
-        is restored afterwards."""
+        is restored afterwards. A plan with no op that may call BLAS leaves the count alone."""
         blas = self._blas
         if blas is None:
             return self._run(feeds, names, observer, profile)
