@@ -93,6 +93,30 @@ def test_symbolic_dims_resolved_per_run(sess):
         assert sess.run(["sum"], {"a": a, "b": a})[0].shape == (n, 3)
 
 
+def test_feed_checks_hold_after_the_shapes_were_seen():
+    """Valid calls remember their input shapes (a cheaper check next time); every bad feed is
+    still refused with the same message after them, and odd but valid feeds still run."""
+    s = qrt.InferenceSession(two_input_model(), threads=1)
+    a = np.ones((2, 3), np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(["sum"], {"a": a, "b": a})[0], a + a)
+    with pytest.raises(InvalidFeedError, match="input 'b': expected dtype float32"):
+        s.run(None, {"a": a, "b": a.astype(np.float64)})
+    with pytest.raises(InvalidFeedError, match=r"missing input\(s\) \['b'\]"):
+        s.run(None, {"a": a})
+    with pytest.raises(InvalidFeedError, match=r"unknown input\(s\) \['c'\]"):
+        s.run(None, {"a": a, "c": a})
+    with pytest.raises(InvalidFeedError, match="'batch'"):
+        s.run(None, {"a": a, "b": np.ones((3, 3), np.float32)})
+    with pytest.raises(InvalidFeedError, match="expected a numpy array"):
+        s.run(None, {"a": a, "b": object()})
+    strided = np.ones((2, 6), np.float32)[:, ::2]
+    np.testing.assert_array_equal(s.run(["sum"], {"a": a, "b": strided})[0], a + 1)
+    as_list = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    np.testing.assert_array_equal(s.run(["sum"], {"a": a, "b": as_list})[0],
+                                  a + np.array(as_list, np.float32))
+
+
 def test_feed_must_be_dict(sess):
     with pytest.raises(InvalidFeedError, match="must be a dict"):
         sess.run(None, [np.zeros((1, 3), np.float32)])
