@@ -16,9 +16,10 @@ One task per (image, channel) plane:
      ``(x[u], x[u + dw])`` as one 32-bit word, so a ``vpmaddwd`` against the broadcast weight pair
      ``(w[j], w[j+1])`` gives, per output, two taps' products summed in int32 (|.| <= 2*255*255: no
      saturation). All taps of a row (every valid kernel row, kw/2 rounded up pairs each; an odd
-     last tap is paired with a zero weight) accumulate in registers for 32 (or 8) outputs, which
-     are stored once. LLVM does not form ``vpmaddwd`` from plain loops here (it emits ``vpmulld``,
-     ~4x slower on Zen 3), hence the explicit intrinsic, as in avx2.py.
+     last tap is paired with a zero weight) accumulate in registers for a block of up to 40
+     outputs (NV vectors; a row is split into blocks of even size), which are stored once. LLVM
+     does not form ``vpmaddwd`` from plain loops here (it emits ``vpmulld``, ~4x slower on
+     Zen 3), hence the explicit intrinsic, as in avx2.py.
    - ``portable``: plain Numba; each kernel row's kw taps (3 and 5 unrolled: the MobileNet shapes)
      are summed per output before the int32 row is read and written once.
 
