@@ -158,3 +158,24 @@ def test_size_and_range_chains_are_shape_only():
     for n in (2, 5, 2):
         x = np.arange(3 * n, dtype=np.float32).reshape(n, 3)
         np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])
+
+
+def test_nonzero_count_is_recomputed_for_equal_shapes():
+    """NonZero's output shape depends on the data: a Shape of it must run on every call, even
+    when the feed shapes repeat (same shapes, different values, different counts)."""
+    nodes = [helper.make_node("Greater", ["x", "zf"], ["g"]),
+             helper.make_node("NonZero", ["g"], ["nz"]),
+             helper.make_node("Shape", ["nz"], ["nzs"]),
+             helper.make_node("Gather", ["nzs", "i1"], ["cnt"], axis=0),
+             helper.make_node("Cast", ["cnt"], ["cntf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "cntf"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+               [_out("y", TensorProto.FLOAT)],
+               [numpy_helper.from_array(np.array(0, np.float32), "zf"), _i64("i1", 1)])
+    sess = qrt.InferenceSession(m.SerializeToString())
+    assert not sess._plan.shape_only
+    ref = ReferenceEvaluator(m)
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        x = rng.standard_normal((3, 4)).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])
