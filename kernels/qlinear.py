@@ -85,15 +85,6 @@ def pack_weight(w: np.ndarray, zero_point=0, path: str | None = None) -> PackedW
 
 
 # ------------------------------------------------------------------------------------- epilogue
-def _padded(v, dtype) -> np.ndarray:
-    """A writable (n,) copy of `v` whose buffer extends to a multiple of 64 entries (zeros): the
-    register epilogues load a panel's columns at once (16 on avx2, 64 on vnni)."""
-    n = v.shape[0]
-    buf = np.zeros(-(-max(n, 1) // 64) * 64, dtype)
-    buf[:n] = v
-    return buf[:n]
-
-
 def _ep_args(ep: Epilogue | None, n: int):
     """Epilogue record -> (mode, bias int32 (n,), mult float32 (n,), zpf, lof, hif) for the kernels."""
     from qrt.kernels.cpu import common
@@ -102,11 +93,11 @@ def _ep_args(ep: Epilogue | None, n: int):
                 np.float32(-np.inf), np.float32(np.inf))
     # Own, writable copies: broadcast views are read-only, and Numba compiles a separate
     # specialisation of every kernel for read-only arrays.
-    bias = _padded(np.zeros(n, np.int32) if ep.bias is None else
-                   np.broadcast_to(np.asarray(ep.bias).reshape(-1), (n,)), np.int32)
+    bias = common.padded(np.zeros(n, np.int32) if ep.bias is None else
+                         np.broadcast_to(np.asarray(ep.bias).reshape(-1), (n,)), np.int32)
     if np.dtype(ep.out_dtype) == np.float32:
-        mult = _padded(np.broadcast_to(np.asarray(ep.scale, np.float32).reshape(-1), (n,)),
-                       np.float32)
+        mult = common.padded(
+            np.broadcast_to(np.asarray(ep.scale, np.float32).reshape(-1), (n,)), np.float32)
         lof = np.float32(-np.inf if ep.lo_f is None else ep.lo_f)
         hif = np.float32(np.inf if ep.hi_f is None else ep.hi_f)
         return common.MODE_F32, bias, mult, np.float32(0), lof, hif
@@ -115,8 +106,8 @@ def _ep_args(ep: Epilogue | None, n: int):
         raise TypeError(f"fast epilogue stores uint8/int8/float32, not {ep.out_dtype}")
     lo = qlo if ep.lo is None else max(ep.lo, qlo)
     hi = qhi if ep.hi is None else min(ep.hi, qhi)
-    mult = _padded(np.broadcast_to(np.asarray(ep.multiplier, np.float32).reshape(-1), (n,)),
-                   np.float32)
+    mult = common.padded(
+        np.broadcast_to(np.asarray(ep.multiplier, np.float32).reshape(-1), (n,)), np.float32)
     return (common.MODE_Q, bias, mult, np.float32(ep.out_zero_point), np.float32(lo),
             np.float32(hi))
 
@@ -171,12 +162,13 @@ def _blocking(path: str, m: int, npanels: int, threads: int):
 def register_epilogue_mode(mode: int, bias: np.ndarray, k: int) -> int:
     """The avx2/vnni GEMM's epilogue mode: an 8-bit epilogue (mode 1) whose bias could overflow
     int32 together with the sums (|bias| + K*255*255 >= 2**31; operands are |a - za|,
-    |w - zw| <= 255) runs as MODE_Q_WIDE_BIAS (3), through the saturating epilogue; the register
-    epilogues add the bias with plain (wrapping) int32 adds."""
-    if mode != 1 or bias.size == 0:
+    |w - zw| <= 255) runs as common.MODE_Q_WIDE_BIAS, through the saturating epilogue; the
+    register epilogues add the bias with plain (wrapping) int32 adds."""
+    from qrt.kernels.cpu import common
+    if mode != common.MODE_Q or bias.size == 0:
         return mode
     if int(np.abs(bias.astype(np.int64)).max()) + max(k, 1) * 255 * 255 >= 2 ** 31:
-        return 3
+        return common.MODE_Q_WIDE_BIAS
     return mode
 
 

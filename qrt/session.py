@@ -169,18 +169,8 @@ class InferenceSession:
 
     # -- internals ----------------------------------------------------------------------------
     def _execute(self, feeds, names, observer=None):
-        # threading_ctl.num_threads inlined: its generator-based context cost ~3 us a run, a
-        # twentieth of a small model's call
-        tc = _threading_ctl()
-        n = max(1, min(int(self.threads), tc.max_threads()))
-        prev = tc.get_num_threads()
-        if prev == n:
-            return self._plan.execute(feeds, names, observer)
-        tc.set_num_threads(n)
-        try:
-            return self._plan.execute(feeds, names, observer)
-        finally:
-            tc.set_num_threads(prev)
+        return _threading_ctl().call_with_threads(self.threads, self._plan.execute, feeds, names,
+                                                  observer)
 
     def _output_names(self, output_names) -> list[str]:
         known = [o.name for o in self._outputs]

@@ -18,15 +18,11 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import (NR, apply_table_avx2, epilogue_tile, im2col_image,
-                                     im2col_panels, ir_requant8, ir_splat, matrix_panels,
-                                     pointwise_image, pointwise_panels, prep_a_i16)
+from qrt.kernels.cpu.common import (MODE_Q_WIDE_BIAS, NR, apply_table_avx2, epilogue_tile,
+                                     im2col_image, im2col_panels, ir_requant8, ir_splat,
+                                     matrix_panels, pointwise_image, pointwise_panels, prep_a_i16)
 
 MR = 6  # rows of the register tile: 6 x 16 int32 = 12 ymm accumulators
-# mode of an 8-bit epilogue whose bias may overflow int32 with the sums (|bias| + K*255*255 >=
-# 2**31, see requant_mode): the int32 tile and common.epilogue_tile's saturating add instead of
-# the register epilogue, whose plain adds would wrap
-MODE_Q_WIDE_BIAS = 3
 # 8-bit outputs requantized in the micro-kernel's registers (False: through the int32 tile and
 # common.epilogue_tile, the reference-shaped path; kept for comparison)
 FUSED_REQUANT = True
@@ -134,7 +130,8 @@ def _make_ukernel_requant(mr: int, cont: bool, rowwise: bool = False, nvec: int 
     epilogue was scalar. Accumulators start at zero (`cont` False: the whole K in this call) or
     from the int32 tile at c_addr (`cont` True: the last K chunk after earlier ones).
     Per element, exactly common.requant_one (for biases that cannot overflow, see below): int32
-    add of the bias (here the sums' starting value), float32 conversion, float32 multiply (no FMA contraction: plain IR fmul/fadd), rint
+    add of the bias (here the sums' starting value), float32 conversion, float32 multiply (no FMA
+    contraction: plain IR fmul/fadd), rint
     (ties to even), + zero point, clamp to [lof, hif], truncation, low byte stored.
     out_addr: byte address of C[0, 0]; rs / cs: byte strides of a row / a column of the output
     (a transposed NCHW view has rs = 1); only the first `ncols` (<= 16) columns are stored.

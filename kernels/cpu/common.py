@@ -27,11 +27,27 @@ NR = 16  # output columns per packed panel (two ymm of int32)
 KALIGN = 4  # K is padded to a multiple of this
 
 MODE_I32, MODE_Q, MODE_F32 = 0, 1, 2
+# an 8-bit epilogue whose bias may overflow int32 together with the sums (|bias| + K*255*255 >=
+# 2**31, qlinear.register_epilogue_mode): the avx2/vnni GEMMs run it through the int32 tile and
+# epilogue_tile's saturating add (as MODE_Q) instead of the register epilogue's wrapping adds
+MODE_Q_WIDE_BIAS = 3
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
+# epilogue and correction vectors are allocated readable to a multiple of this many entries: the
+# register epilogues load a whole panel of columns at once (16 on avx2, 64 on vnni)
+EPILOGUE_PAD = 64
 
 
 def round_up(x: int, m: int) -> int:
     return (x + m - 1) // m * m
+
+
+def padded(v: np.ndarray, dtype) -> np.ndarray:
+    """A writable (n,) copy of `v` as `dtype` whose buffer extends to a multiple of EPILOGUE_PAD
+    entries (zeros)."""
+    n = v.shape[0]
+    buf = np.zeros(round_up(max(n, 1), EPILOGUE_PAD), dtype)
+    buf[:n] = v
+    return buf[:n]
 
 
 # ---------------------------------------------------------------- packing (numpy: no compile)

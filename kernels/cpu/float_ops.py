@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from qrt.kernels.cpu.common import dequant_one, requant_one
+from qrt.kernels.cpu.common import dequant_one, ir_splat, requant_one
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -144,17 +144,10 @@ def qmul_4d(a, b, out, za, zb, m, zy, lo, hi):
 
 
 @nb.njit(cache=True, nogil=True)
-def lut8(x, flip, table, out):
-    """out[i] = table[x[i] ^ flip]: x a uint8 view of 8-bit codes (flip 128 turns int8 codes into
-    table indices x - (-128)); the QLut of fused.py without numpy's fancy-indexing overhead."""
-    for i in range(x.size):
-        out[i] = table[x[i] ^ flip]
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
 def lut8_channels(x, flip, table, out):
-    """out[n, c, i] = table[c, x[n, c, i] ^ flip]: per-channel tables (axis 1)."""
+    """out[n, c, i] = table[c, x[n, c, i] ^ flip]: per-channel tables (axis 1), or one (1, 256)
+    table when c is 1. x: a uint8 view of 8-bit codes (flip 128 turns int8 codes into table
+    indices x - (-128)); the QLut of fused.py without numpy's fancy-indexing overhead."""
     n, c, s = x.shape
     for b in range(n):
         for ch in range(c):
@@ -354,9 +347,7 @@ def _exp_row(typingctx, dst_addr, src_addr, nblk, shift):
 
         def cf(v):
             return ir.Constant(v8f, [float(np.float32(v))] * 8)
-        zero8 = ir.Constant(ir.VectorType(i32, 8), None)
-        sv = builder.insert_element(ir.Constant(v8f, ir.Undefined), shift, ir.Constant(i32, 0))
-        sv = builder.shuffle_vector(sv, ir.Constant(v8f, ir.Undefined), zero8)
+        sv = ir_splat(builder, shift, v8f)
         zd = ir.Constant(v4d, None)
 
         def exp8(j):
@@ -470,9 +461,7 @@ def _max_row(typingctx, src_addr, nblk, first):
         f32 = ir.FloatType()
         v8f = ir.VectorType(f32, 8)
         c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
-        zero8 = ir.Constant(ir.VectorType(i32, 8), None)
-        fv = builder.insert_element(ir.Constant(v8f, ir.Undefined), first, ir.Constant(i32, 0))
-        fv = builder.shuffle_vector(fv, ir.Constant(v8f, ir.Undefined), zero8)
+        fv = ir_splat(builder, first, v8f)
 
         def vmax(m, v):  # v wins if greater or NaN; a NaN m stays (v > NaN is false)
             take = builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))

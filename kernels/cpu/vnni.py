@@ -40,13 +40,14 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from qrt.kernels.cpu import features
-from qrt.kernels.cpu.common import (KALIGN, _tap_offsets, _tile_windows, apply_table,
-                                     apply_table_avx2, epilogue_tile, ir_requant8, ir_splat,
-                                     round_up)
+from qrt.kernels.cpu.common import (EPILOGUE_PAD, KALIGN, MODE_Q_WIDE_BIAS, _tap_offsets,
+                                     _tile_windows, apply_table, apply_table_avx2, epilogue_tile,
+                                     ir_requant8, ir_splat, padded, round_up)
 
 MR = 6
 NRV = 64  # columns per panel: 4 zmm of int32
 NVEC = NRV // 16
+assert EPILOGUE_PAD % NRV == 0  # the register epilogue reads a whole panel of epilogue vectors
 # 8-bit outputs requantized in the micro-kernel's registers (False: through the int32 tile and
 # common.epilogue_tile, the reference-shaped path; kept for comparison)
 FUSED_REQUANT = True
@@ -446,18 +447,9 @@ def _ukernel_requant_emulated(mr, cont, a_addr, b_addr, kq, c_addr, ldc, o_addr,
 
 
 # ---------------------------------------------------------------- packing
-def _padded64(v: np.ndarray, dtype) -> np.ndarray:
-    """A (n,) view of `v` as `dtype` whose buffer extends to a multiple of 64 entries (zeros): the
-    register epilogue loads a panel's 64 columns at once."""
-    n = v.shape[0]
-    buf = np.zeros(round_up(max(n, 1), NRV), dtype)
-    buf[:n] = v
-    return buf[:n]
-
-
 def pack_b(w: np.ndarray, zero_point: np.ndarray):
     """(N, K) s8/u8 weights -> (packed int8 (N/64, Kp/4, 64, 4), zw' int32 (N,), colsum(w') int64
-    (N,)); zw' is readable to a multiple of 64 entries."""
+    (N,)); zw' is readable to a multiple of common.EPILOGUE_PAD (= NRV) entries."""
     n, k = w.shape
     kp = round_up(max(k, 1), KALIGN)
     npad = round_up(max(n, 1), NRV)
@@ -466,16 +458,16 @@ def pack_b(w: np.ndarray, zero_point: np.ndarray):
     full = np.zeros((npad, kp), np.int8)
     full[:n, :k] = ws.astype(np.int8)
     packed = np.ascontiguousarray(full.reshape(npad // NRV, NRV, kp // 4, 4).transpose(0, 2, 1, 3))
-    zw = _padded64(zero_point.astype(np.int64) - shift, np.int32)
+    zw = padded(zero_point.astype(np.int64) - shift, np.int32)
     colsum = ws.astype(np.int64).sum(axis=1)
     return packed, zw, colsum
 
 
 def column_correction(colsum: np.ndarray, zw: np.ndarray, za: int, k: int) -> np.ndarray:
     """-za'*colsum(w')[n] + K*za'*zw'[n], wrapped to int32 (exact modulo 2^32); readable to a
-    multiple of 64 entries."""
+    multiple of common.EPILOGUE_PAD entries."""
     c = -np.int64(za) * colsum + np.int64(k) * np.int64(za) * zw.astype(np.int64)
-    return _padded64((c & 0xFFFFFFFF).astype(np.uint32).view(np.int32), np.int32)
+    return padded((c & 0xFFFFFFFF).astype(np.uint32).view(np.int32), np.int32)
 
 
 @njit(cache=True)
@@ -498,12 +490,6 @@ def prep_a(a, signed, kp, mr):
 
 
 # ---------------------------------------------------------------- GEMM
-# mode of an 8-bit epilogue whose bias may overflow int32 with the sums
-# (qlinear.register_epilogue_mode): the int32 tile and the saturating scalar epilogue instead of
-# the register epilogue
-MODE_Q_WIDE_BIAS = 3
-
-
 @njit(cache=True, inline="always")
 def _gemm_task_requant(ukernel, ukernel_rq, t, nnb, a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq,
                        bias, mult, zpf, lof, hif, out_q):
@@ -644,11 +630,11 @@ def gemm(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, l
     int32 tile before common.epilogue_tile (other modes). `impl` ('hardware' or
     'emulated'; default: features.vnni_implementation(), checked before anything is compiled)."""
     fn = _gemm_emulated if _check_impl(impl) == "emulated" else _gemm_hardware
-    # Own copies padded to 64 entries: the register epilogue loads whole panels, and read-only
+    # Own copies padded for the register epilogue, which loads whole panels; read-only
     # vectors (np.broadcast_to views) would be a different Numba type (another compile). The
     # one-call kernels get theirs padded from qlinear._ep_args.
-    bias, mult = _padded64(bias, np.int32), _padded64(mult, np.float32)
-    zw, colcorr = _padded64(zw, np.int32), _padded64(colcorr, np.int32)
+    bias, mult = padded(bias, np.int32), padded(mult, np.float32)
+    zw, colcorr = padded(zw, np.int32), padded(colcorr, np.int32)
     fn(a, rowsum, m, b, zw, colcorr, n, mb, npb, kcq, mode, bias, mult, zpf, lof, hif,
        out_q, out_f, out_i)
 

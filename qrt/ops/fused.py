@@ -886,34 +886,27 @@ def qlut(x, *, table, in_lo, kernel):
         c = table.shape[0]
         if x.ndim < 2 or x.shape[1] != c:
             raise ValueError(f"per-channel table for {c} channels, input shape {list(x.shape)}")
-        if fast:
-            xc = np.ascontiguousarray(x)
-            x3 = xc.reshape(xc.shape[0], c, -1)
-            out = np.empty(xc.shape, table.dtype)
-            lut = _lut_avx2() if table.dtype in _INT8 else None
-            if lut is not None:
-                lut(x3.view(np.uint8), np.uint8(128 if in_lo else 0),
-                    np.ascontiguousarray(table).view(np.uint8), out.reshape(x3.shape).view(np.uint8))
-                return out
-            _float_ops().lut8_channels(x3.view(np.uint8), np.uint8(128 if in_lo else 0), table,
-                                       out.reshape(x3.shape))
-            return out
-        ch = np.arange(c).reshape((1, c) + (1,) * (x.ndim - 2))
-        return table[ch, x.astype(np.int32) - in_lo]
-    if fast and table.ndim == 1:
-        # x - (-128) for int8 codes is the byte with its top bit flipped
-        xc = np.ascontiguousarray(x)
-        out = np.empty(xc.shape, table.dtype)
-        lut = _lut_avx2() if table.dtype in _INT8 else None
-        if lut is not None:
-            lut(xc.reshape(1, 1, -1).view(np.uint8), np.uint8(128 if in_lo else 0),
-                np.ascontiguousarray(table).view(np.uint8).reshape(1, 256),
-                out.reshape(1, 1, -1).view(np.uint8))
-            return out
-        _float_ops().lut8(xc.reshape(-1).view(np.uint8), np.uint8(128 if in_lo else 0), table,
-                          out.reshape(-1))
-        return out
-    return table[x.astype(np.int32) - in_lo]
+        if not fast:
+            ch = np.arange(c).reshape((1, c) + (1,) * (x.ndim - 2))
+            return table[ch, x.astype(np.int32) - in_lo]
+        shape3 = (x.shape[0], c, -1)
+    elif fast and table.ndim == 1:
+        shape3 = (1, 1, -1)  # one table for every value: a single "channel"
+    else:
+        return table[x.astype(np.int32) - in_lo]
+    # x - (-128) for int8 codes is the byte with its top bit flipped
+    flip = np.uint8(128 if in_lo else 0)
+    xc = np.ascontiguousarray(x)
+    x3 = xc.reshape(shape3).view(np.uint8)
+    tables = np.ascontiguousarray(table).reshape(-1, 256)
+    out = np.empty(xc.shape, table.dtype)
+    o3 = out.reshape(x3.shape)
+    lut = _lut_avx2() if table.dtype in _INT8 else None
+    if lut is not None:
+        lut(x3, flip, tables.view(np.uint8), o3.view(np.uint8))
+    else:
+        _float_ops().lut8_channels(x3, flip, tables, o3)
+    return out
 
 
 _BIN_ATTRS = {"a_scale": None, "a_zp": 0, "b_scale": None, "b_zp": 0, "y_scale": None, "y_zp": 0,
