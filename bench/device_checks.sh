@@ -4,7 +4,8 @@
 #   2. the integer kernel tests on the hardware VNNI path (when the CPU has AVX-512 VNNI),
 #   3. bench/gpu/bench_gpu.py (GEMM/conv TOPS vs cuBLAS, model latency vs the CPU),
 #   4. bench/bench_qgemm.py on the CPU's best path (GOPS per shape, 1 and 2 threads),
-#   5. bench/compare_onnxruntime.py, 1 thread, batch 1 (qrt vs onnxruntime on this CPU).
+#   5. bench/compare_onnxruntime.py, 1 thread, batch 1 (qrt vs onnxruntime on this CPU),
+#   6. bench/isa_peaks.py (the CPU's ceilings per instruction mix, vpdpbusd where present).
 # Usage: OUT=results_dir bash bench/device_checks.sh [models...]
 # Each step has its own time limit and writes its log under $OUT, so one slow or failing step does
 # not cost the others. Expects qrt's run-time and test dependencies to be importable already.
@@ -14,8 +15,8 @@ mkdir -p "$OUT"
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
 
-# STEPS: which of bench_gpu vnni_tests cuda_tests qgemm compare_ort to run (default: all)
-STEPS=" ${STEPS:-bench_gpu vnni_tests cuda_tests qgemm compare_ort} "
+# STEPS: which of bench_gpu vnni_tests cuda_tests qgemm compare_ort isa_peaks to run (default: all)
+STEPS=" ${STEPS:-bench_gpu vnni_tests cuda_tests qgemm compare_ort isa_peaks} "
 step() {  # step NAME LIMIT_S CMD...
   local name=$1 limit=$2; shift 2
   [[ "$STEPS" == *" ${name%_t[12]} "* ]] || return 0
@@ -47,6 +48,7 @@ else
   GEMM_PATHS=avx2
 fi
 step cuda_tests 100 env QRT_TEST_REAL_GPU=1 $PY -m pytest -q "${XDIST[@]}" tests/cuda
+step isa_peaks 30 $PY bench/isa_peaks.py --repeat 3
 step qgemm_t1 50 $PY bench/bench_qgemm.py --quick --threads 1 --paths $GEMM_PATHS
 step qgemm_t2 40 $PY bench/bench_qgemm.py --quick --threads 2 --paths $GEMM_PATHS
 step compare_ort 240 $PY bench/compare_onnxruntime.py \
