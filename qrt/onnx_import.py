@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qrt import ir
+from qrt import contrib, ir
 from qrt.errors import ModelLoadError, UnsupportedOpError
 from qrt.ops import REQUIRED, resolve
 from qrt.ops.registry import canonical_domain
@@ -259,6 +259,8 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
         node = ir.Node(n.op_type, list(n.input), list(n.output), attrs, name, dom)
         if dom not in opsets:
             unsupported[(n.op_type, dom)].append(name)
+        elif contrib.expandable(node):
+            pass  # becomes standard nodes below
         else:
             opdef = resolve(n.op_type, dom, opsets[dom])
             if opdef is None:
@@ -279,6 +281,9 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     folded: dict[str, dict] = {}
     order = [(n.name, n.op_type) for n in nodes]
     nodes = _constants_to_initializers(nodes, inits, outputs, opsets[""], label, folded)
+    value_info = _infer_shapes(proto) if proto.ByteSize() < (1 << 31) else {}
+    if any(contrib.expandable(n) for n in nodes):
+        nodes = _expand_contrib(nodes, inits, opsets[""], value_info, label)
     graph = ir.Graph(nodes, inputs, outputs, inits, {}, opsets, g.name, label)
     graph.folded = folded
     graph.source_nodes = order
@@ -291,10 +296,25 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
             if default is REQUIRED and aname not in node.attrs:
                 raise ModelLoadError(
                     f"{label}: {node.label()} is missing required attribute '{aname}'")
-    graph.value_info = _infer_shapes(proto) if proto.ByteSize() < (1 << 31) else {}
+    graph.value_info = value_info
     for ti in inputs + outputs:
         graph.value_info.setdefault(ti.name, ti)
     return graph
+
+
+def _expand_contrib(nodes, inits, opset, value_info, label):
+    """onnxruntime's quantized com.microsoft ops as standard DQ -> op -> Q nodes (qrt/contrib.py)."""
+    out = []
+    for node in nodes:
+        if not contrib.expandable(node):
+            out.append(node)
+            continue
+        first = node.inputs[0] if node.inputs else ""
+        info = value_info.get(first)
+        rank = len(info.shape) if info is not None and info.shape is not None else (
+            inits[first].ndim if first in inits else None)
+        out.extend(contrib.expand(node, inits, opset, rank, label))
+    return out
 
 
 def _constants_to_initializers(nodes, inits, outputs, opset, label, folded):

@@ -65,17 +65,18 @@ def quantize_bias(bias_f: np.ndarray, acc_scale: np.ndarray) -> np.ndarray:
 
 
 def int_bias_from(graph, name, acc_scale, n, beta=1.0, alpha=1.0):
-    """int32 bias at acc_scale from a bias input: DQ(const int32) with the matching scale is taken
-    as is; any other constant is dequantized and requantized. Returns (int32 (N,) or None)."""
+    """int32 bias at acc_scale (which includes Gemm's alpha) for a float bias term beta * bias:
+    DQ(const int32) at acc_scale / alpha with beta == alpha (QGemm's form) or both 1 is taken as
+    is; any other constant is dequantized and requantized. Returns (int32 (N,) or None)."""
     if not name:
         return None
     prod = U.producers_cached(graph).get(name)
     if prod is not None and prod.op_type == "DequantizeLinear" and U.is_const(graph, prod.inputs[0]):
         qp = U.dq_params(graph, prod)
         b = U.const(graph, prod.inputs[0])
-        if qp is not None and b.dtype == np.int32 and b.size == n and beta == 1.0 and alpha == 1.0 \
+        if qp is not None and b.dtype == np.int32 and b.size == n and beta == alpha \
                 and not np.any(qp.zero_point) and np.allclose(
-                    np.broadcast_to(np.asarray(qp.scale, np.float64).reshape(-1), (n,)),
+                    np.broadcast_to(np.asarray(qp.scale, np.float64).reshape(-1), (n,)) * alpha,
                     acc_scale, rtol=1e-6, atol=0):
             return b.reshape(-1).astype(np.int32)
         if qp is None:
@@ -93,7 +94,7 @@ def int_bias_from(graph, name, acc_scale, n, beta=1.0, alpha=1.0):
         bf = np.broadcast_to(bf.reshape(-1), (n,))
     elif bf.size != n:
         raise Decline(f"bias of shape {list(bf.shape)} is not one value per output channel")
-    return quantize_bias(bf.reshape(-1) * beta / alpha, acc_scale)
+    return quantize_bias(bf.reshape(-1) * beta, acc_scale)
 
 
 def activation_after(graph, value, cons):

@@ -154,3 +154,33 @@ def test_blocked_int4_weights_dequantized_offline_with_reason():
     p, k, reason = precision(sess, "mm")
     assert p == "float" and "per-group" in reason
     np.testing.assert_allclose(opt[0], noopt[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha,beta,int_bias", [(0.5, 2.0, False), (0.25, 0.25, True),
+                                                 (0.5, 1.0, True), (1.0, 3.0, True)])
+def test_gemm_alpha_beta_scale_product_and_bias(alpha, beta, int_bias):
+    """Y = alpha*A.B + beta*C with the bias a float constant or DQ(int32 at sx*sw), as QGemm's
+    expansion writes it (beta = alpha); alpha is in the accumulator scale, so the bias is not
+    divided by it again."""
+    N = helper.make_node
+    rng = np.random.default_rng(7)
+    sx, sw = np.float32(0.05), rng.uniform(0.002, 0.02, 10).astype(np.float32)
+    w = rng.integers(-127, 128, (10, 24)).astype(np.int8)
+    inits = [("sx", sx), ("zx", np.uint8(128)), ("w", w), ("ws", sw), ("wz", np.zeros(10, np.int8)),
+             ("sy", np.float32(0.08)), ("zy", np.uint8(100))]
+    nodes = [N("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             N("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             N("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0)]
+    if int_bias:
+        inits += [("bq", rng.integers(-2000, 2000, 10).astype(np.int32)),
+                  ("bs", (sx * sw).astype(np.float32)), ("bz", np.zeros(10, np.int32))]
+        nodes.append(N("DequantizeLinear", ["bq", "bs", "bz"], ["b"], axis=0))
+    else:
+        inits.append(("b", rng.normal(0, 0.3, 10).astype(np.float32)))
+    nodes += [N("Gemm", ["xd", "wd", "b"], ["y0"], name="lin", transB=1, alpha=alpha, beta=beta),
+              N("QuantizeLinear", ["y0", "sy", "zy"], ["y"])]
+    m = model(nodes, [("x", T.FLOAT, [5, 24])], [("y", T.UINT8, None)], inits)
+    feeds = {"x": rng.normal(0, 2, (5, 24)).astype(np.float32)}
+    opt, noopt, ref, sess = run_three(m, feeds)
+    assert precision(sess, "lin")[0] == "int8"
+    assert_within_one_step(opt[0], noopt[0], what="alpha/beta Gemm vs unfused")

@@ -1,0 +1,248 @@
+"""onnxruntime's quantized contrib ops (domain com.microsoft) as the standard ops they stand for.
+
+onnxruntime's quantizer writes these in QOperator format (quant_format=QOperator) and ONNX model
+zoo int8 models carry them: QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
+QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearSoftmax, QLinearWhere, QGemm,
+DynamicQuantizeMatMul, MatMulIntegerToFloat, and com.microsoft QuantizeLinear/DequantizeLinear
+(16-bit and 4-bit types before opset 21).
+
+Each is defined as dequantize -> float op -> quantize, so at load time it becomes exactly that
+subgraph of standard nodes: DequantizeLinear -> Add -> QuantizeLinear, and so on. The unoptimised
+plan runs those nodes as the spec says; the passes then fuse them into the same integer ops as a
+QDQ model (QAdd, QLut, QGemm...), so nothing here has its own kernel. QGemm keeps its int32 bias
+exact: it becomes DequantizeLinear(C, a_scale*b_scale), which fuse_qdq takes as is, and
+`alpha` scales the bias too (beta = alpha), as onnxruntime's kernel adds C to the accumulators
+before scaling. QLinearSoftmax's `opset` attribute picks the Softmax semantics (before 13:
+flattened at `axis`), whatever the model's own opset.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from qrt import ir
+from qrt.errors import ModelLoadError
+
+DOMAIN = "com.microsoft"
+
+
+class _Builder:
+    """Collects the standard nodes and new constants that replace one contrib node."""
+
+    def __init__(self, node: ir.Node, inits: dict, opset: int, label: str):
+        self.node, self.inits, self.opset, self.label = node, inits, opset, label
+        self.nodes: list[ir.Node] = []
+        self._k = 0
+
+    def fail(self, why: str):
+        return ModelLoadError(f"{self.label}: {self.node.label()} (domain {DOMAIN}): {why}")
+
+    def inp(self, k: int, required: bool = True) -> str:
+        ins = self.node.inputs
+        name = ins[k] if k < len(ins) else ""
+        if required and not name:
+            raise self.fail(f"input {k} is missing")
+        return name
+
+    def value(self, hint: str) -> str:
+        self._k += 1
+        return f"{self.node.outputs[0] or self.node.name}__{hint}{self._k}"
+
+    def const(self, hint: str, arr: np.ndarray) -> str:
+        name = self.value(hint)
+        self.inits[name] = arr
+        return name
+
+    def emit(self, op: str, inputs: list[str], outputs: list[str] | None = None, main=False,
+             **attrs) -> str:
+        outs = outputs if outputs is not None else [self.value(op.lower())]
+        # The node that stands for the source op keeps its name, for the lowering report.
+        name = self.node.name if main else f"{self.node.name}/{op}{self._k}"
+        self.nodes.append(ir.Node(op, list(inputs), outs, attrs, name, ""))
+        return outs[0]
+
+    def dq(self, x: str, scale: str, zp: str, axis: int | None = None) -> str:
+        ins = [x, scale] + ([zp] if zp else [])
+        if axis is None:
+            return self.emit("DequantizeLinear", ins)
+        if self.opset < 13:
+            raise self.fail(f"a per-axis scale needs opset >= 13 (the model imports {self.opset})")
+        return self.emit("DequantizeLinear", ins, axis=axis)
+
+    def q(self, x: str, scale: str, zp: str, out: str) -> str:
+        return self.emit("QuantizeLinear", [x, scale] + ([zp] if zp else []), [out])
+
+
+def _size(b: _Builder, name: str) -> int | None:
+    v = b.inits.get(name)
+    return None if v is None else int(np.asarray(v).size)
+
+
+def _binary(b: _Builder, op: str):
+    a = b.dq(b.inp(0), b.inp(1), b.inp(2, False))
+    c = b.dq(b.inp(3), b.inp(4), b.inp(5, False))
+    y = b.emit(op, [a, c], main=True)
+    b.q(y, b.inp(6), b.inp(7, False), b.node.outputs[0])
+
+
+def _unary(b: _Builder, op: str, **attrs):
+    x = b.dq(b.inp(0), b.inp(1), b.inp(2, False))
+    y = b.emit(op, [x], main=True, **attrs)
+    b.q(y, b.inp(3), b.inp(4, False), b.node.outputs[0])
+
+
+def _channels_last_to_first(b: _Builder, x: str, rank: int | None):
+    if rank is None:
+        raise b.fail("channels_last=1 needs the input's rank, which the model does not declare")
+    return b.emit("Transpose", [x], perm=[0, rank - 1] + list(range(1, rank - 1)))
+
+
+def _pool(b: _Builder, op: str, rank: int | None):
+    attrs = {k: v for k, v in b.node.attrs.items() if k != "channels_last"}
+    last = int(b.node.attrs.get("channels_last", 0))
+    x = b.dq(b.inp(0), b.inp(1), b.inp(2, False))
+    if last:
+        x = _channels_last_to_first(b, x, rank)
+    y = b.emit(op, [x], main=True, **attrs)
+    if last:
+        y = b.emit("Transpose", [y], perm=[0] + list(range(2, rank)) + [1])
+    b.q(y, b.inp(3), b.inp(4, False), b.node.outputs[0])
+
+
+def _concat(b: _Builder):
+    ins = b.node.inputs
+    if len(ins) < 5 or (len(ins) - 2) % 3:
+        raise b.fail(f"expects Y_scale, Y_zero_point and (X, X_scale, X_zero_point) triples; got "
+                     f"{len(ins)} inputs")
+    xs = [b.dq(ins[k], ins[k + 1], ins[k + 2]) for k in range(2, len(ins), 3)]
+    if "axis" not in b.node.attrs:
+        raise b.fail("missing required attribute 'axis'")
+    y = b.emit("Concat", xs, main=True, axis=int(b.node.attrs["axis"]))
+    b.q(y, b.inp(0), b.inp(1, False), b.node.outputs[0])
+
+
+def _softmax(b: _Builder, rank: int | None):
+    if "opset" not in b.node.attrs:
+        raise b.fail("missing required attribute 'opset'")
+    semantics = int(b.node.attrs["opset"])
+    axis = int(b.node.attrs.get("axis", -1 if semantics >= 13 else 1))
+    x = b.dq(b.inp(0), b.inp(1), b.inp(2, False))
+    last = rank is not None and axis in (-1, rank - 1)
+    if last or (semantics >= 13) == (b.opset >= 13):  # same meaning at the model's opset
+        y = b.emit("Softmax", [x], main=True, axis=axis)
+    elif semantics < 13:  # flatten at axis, softmax over the trailing block, back to x's shape
+        flat = b.emit("Flatten", [x], axis=axis)
+        sm = b.emit("Softmax", [flat], main=True, axis=1)
+        y = b.emit("Reshape", [sm, b.emit("Shape", [x])])
+    else:  # opset-13 meaning on an older model opset: move the axis last and back
+        if rank is None:
+            raise b.fail("softmax over a middle axis needs the input's rank")
+        ax = axis % rank
+        perm = [d for d in range(rank) if d != ax] + [ax]
+        inv = list(np.argsort(perm))
+        t = b.emit("Transpose", [x], perm=perm)
+        sm = b.emit("Softmax", [t], main=True, axis=rank - 1)
+        y = b.emit("Transpose", [sm], perm=[int(i) for i in inv])
+    b.q(y, b.inp(3), b.inp(4, False), b.node.outputs[0])
+
+
+def _where(b: _Builder):
+    x = b.dq(b.inp(1), b.inp(2), b.inp(3, False))
+    y = b.dq(b.inp(4), b.inp(5), b.inp(6, False))
+    z = b.emit("Where", [b.inp(0), x, y], main=True)
+    b.q(z, b.inp(7), b.inp(8, False), b.node.outputs[0])
+
+
+def _qgemm(b: _Builder):
+    alpha = float(b.node.attrs.get("alpha", 1.0))
+    ta, tb = int(b.node.attrs.get("transA", 0)), int(b.node.attrs.get("transB", 0))
+    a = b.dq(b.inp(0), b.inp(1), b.inp(2, False))
+    nb = _size(b, b.inp(4))
+    per_col = nb is not None and nb > 1
+    wb = b.dq(b.inp(3), b.inp(4), b.inp(5, False), axis=(0 if tb else 1) if per_col else None)
+    ins = [a, wb]
+    c = b.inp(6, False)
+    if c:
+        sa, sb = b.inits.get(b.inp(1)), b.inits.get(b.inp(4))
+        cv = b.inits.get(c)
+        if sa is None or sb is None or cv is None:
+            raise b.fail("the bias C needs constant a_scale, b_scale and C")
+        acc_scale = (np.float32(np.asarray(sa).reshape(-1)[0])
+                     * np.asarray(sb, np.float32).reshape(-1)).astype(np.float32)
+        cv = np.asarray(cv)
+        if acc_scale.size == 1 or (cv.ndim >= 1 and cv.shape[-1] == acc_scale.size):
+            axis = None if acc_scale.size == 1 else cv.ndim - 1
+            scale = acc_scale if axis is not None else acc_scale.reshape(())
+            ins.append(b.dq(c, b.const("c_scale", scale),
+                            b.const("c_zp", np.zeros(scale.shape, np.int32)), axis))
+        else:  # a scalar or column C with per-column scales: its float value, computed once
+            ins.append(b.const("c_float", (cv.astype(np.float64) * acc_scale).astype(np.float32)))
+    has_y = bool(b.inp(7, False))
+    out = b.node.outputs[0]
+    y = b.emit("Gemm", ins, None if has_y else [out], main=True, alpha=alpha, beta=alpha,
+               transA=ta, transB=tb)
+    if has_y:
+        b.q(y, b.inp(7), b.inp(8, False), out)
+
+
+def _matmul_to_float(b: _Builder, qa: str, qb: str, za: str, zb: str, scale: str, bias: str):
+    """MatMulInteger -> Cast(float) -> Mul(scale) (-> Add(bias)): the pattern onnxruntime's
+    quantize_dynamic writes, which dynamic_quant fuses into one QGemm."""
+    acc = b.emit("MatMulInteger", [qa, qb, za] + ([zb] if zb else []), main=True)
+    f = b.emit("Cast", [acc], to=1)
+    out = b.node.outputs[0]
+    y = b.emit("Mul", [f, scale], None if bias else [out])
+    if bias:
+        b.emit("Add", [y, bias], [out])
+
+
+def _dynamic_quantize_matmul(b: _Builder):
+    qa, sa, za = b.value("qa"), b.value("sa"), b.value("za")
+    b.emit("DynamicQuantizeLinear", [b.inp(0)], [qa, sa, za])
+    scale = b.emit("Mul", [sa, b.inp(2)])
+    _matmul_to_float(b, qa, b.inp(1), za, b.inp(3, False), scale, b.inp(4, False))
+
+
+def _matmul_integer_to_float(b: _Builder):
+    za = b.inp(4, False)
+    if not za:  # MatMulInteger needs its a zero point spelled out to take b's
+        za = b.const("za", np.zeros((), np.uint8))
+    scale = b.emit("Mul", [b.inp(2), b.inp(3)])
+    _matmul_to_float(b, b.inp(0), b.inp(1), za, b.inp(5, False), scale, b.inp(6, False))
+
+
+def _qdq(b: _Builder, op: str):
+    node = b.node
+    b.nodes.append(ir.Node(op, list(node.inputs), list(node.outputs), dict(node.attrs), node.name, ""))
+
+
+EXPANSIONS = {
+    "QLinearAdd": lambda b, r: _binary(b, "Add"),
+    "QLinearMul": lambda b, r: _binary(b, "Mul"),
+    "QLinearSigmoid": lambda b, r: _unary(b, "Sigmoid"),
+    "QLinearLeakyRelu": lambda b, r: _unary(b, "LeakyRelu",
+                                            alpha=float(b.node.attrs.get("alpha", 0.01))),
+    "QLinearGlobalAveragePool": lambda b, r: _pool(b, "GlobalAveragePool", r),
+    "QLinearAveragePool": lambda b, r: _pool(b, "AveragePool", r),
+    "QLinearConcat": lambda b, r: _concat(b),
+    "QLinearSoftmax": _softmax,
+    "QLinearWhere": lambda b, r: _where(b),
+    "QGemm": lambda b, r: _qgemm(b),
+    "DynamicQuantizeMatMul": lambda b, r: _dynamic_quantize_matmul(b),
+    "MatMulIntegerToFloat": lambda b, r: _matmul_integer_to_float(b),
+    "QuantizeLinear": lambda b, r: _qdq(b, "QuantizeLinear"),
+    "DequantizeLinear": lambda b, r: _qdq(b, "DequantizeLinear"),
+}
+
+
+def expandable(node: ir.Node) -> bool:
+    return node.domain == DOMAIN and node.op_type in EXPANSIONS
+
+
+def expand(node: ir.Node, inits: dict, opset: int, rank: int | None, label: str) -> list[ir.Node]:
+    """The standard nodes for contrib `node` (new constants go into `inits`). `rank`: the rank of
+    its first input when the model declares it (channels_last pools and Softmax need it)."""
+    if not node.outputs or not node.outputs[0]:
+        raise ModelLoadError(f"{label}: {node.label()} (domain {DOMAIN}) has no output")
+    b = _Builder(node, inits, opset, label)
+    EXPANSIONS[node.op_type](b, rank)
+    return b.nodes
