@@ -61,6 +61,8 @@ def conv_pads(auto_pad: str, in_sp, kernel, strides, dilations, pads) -> list[in
     pads = [int(p) for p in pads]
     if len(pads) != 2 * nd:
         raise ValueError(f"pads has {len(pads)} values; expected {2 * nd}")
+    if min(pads, default=0) < 0:
+        raise ValueError(f"pads {pads} must be >= 0")
     return pads
 
 
@@ -92,6 +94,9 @@ def _norm_spatial(x, w_shape, kernel_shape, strides, dilations):
     dilations = tuple(int(d) for d in dilations) if dilations else (1,) * nd
     if len(kernel) != nd or len(strides) != nd or len(dilations) != nd:
         raise ValueError(f"kernel/strides/dilations must have {nd} values")
+    if min(strides) < 1 or min(dilations) < 1 or min(kernel) < 1:
+        raise ValueError(f"strides {list(strides)}, dilations {list(dilations)} and kernel "
+                         f"{list(kernel)} must all be >= 1")
     return nd, kernel, strides, dilations
 
 

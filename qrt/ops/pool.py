@@ -49,6 +49,12 @@ def _geometry_uncached(x_shape, kernel_shape, strides, dilations, pads, auto_pad
         raise ValueError(f"kernel_shape {list(kernel)} does not match input rank {len(x_shape)}")
     strides = tuple(int(s) for s in strides) if strides else (1,) * nd
     dilations = tuple(int(d) for d in dilations) if dilations else (1,) * nd
+    if len(strides) != nd or len(dilations) != nd:
+        raise ValueError(f"strides {list(strides)} / dilations {list(dilations)} must have {nd} "
+                         "values")
+    if min(kernel + strides + dilations, default=1) < 1:
+        raise ValueError(f"kernel_shape {list(kernel)}, strides {list(strides)} and dilations "
+                         f"{list(dilations)} must all be >= 1")
     dk = [(kernel[i] - 1) * dilations[i] + 1 for i in range(nd)]
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         out = [-(-in_sp[i] // strides[i]) for i in range(nd)]
@@ -65,6 +71,9 @@ def _geometry_uncached(x_shape, kernel_shape, strides, dilations, pads, auto_pad
         p = [int(v) for v in pads] if pads else [0] * (2 * nd)
         if len(p) != 2 * nd:
             raise ValueError(f"pads has {len(p)} values; expected {2 * nd}")
+        if any(v < 0 or v >= dk[i % nd] for i, v in enumerate(p)):
+            raise ValueError(f"pads {p} must be >= 0 and smaller than the (dilated) kernel "
+                             f"{dk}")
         begin, end = p[:nd], p[nd:]
         out = []
         for i in range(nd):
@@ -251,6 +260,9 @@ register("AveragePool", since=19,
 
 @register("GlobalAveragePool", since=1)
 def global_average_pool(x):
+    if x.ndim < 3:
+        raise ValueError(f"GlobalAveragePool: input must be [N, C, D1, ...] (rank >= 3), got "
+                         f"shape {list(x.shape)}")
     axes = tuple(range(2, x.ndim))
     if x.dtype == np.float16:
         return x.mean(axis=axes, keepdims=True, dtype=np.float32).astype(np.float16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qrt import ir
+from qrt.errors import ModelLoadError, QrtError
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class PassOptions:
 
 # The ordered pipeline (module names under qrt.passes). Filled in as passes land.
 PIPELINE: list[str] = [
+    "check_params",       # 0. constant quantization parameters and conv weights checked, as the ops would
     "fold_constants",     # 1. evaluate constant subgraphs once (not Q/DQ, not exploding ones)
     "fold_weight_qdq",    # 2. weight Q offline, DQ(weight) kept as int8 + QuantParams
     "fold_batchnorm",     # 3. BN into the preceding float Conv/Gemm
@@ -38,6 +40,14 @@ def run_pipeline(graph: ir.Graph, *, optimize: bool = True, dynamic_quantization
     opts = PassOptions(dynamic_quantization, device)
     if optimize:
         for modname in PIPELINE:
-            importlib.import_module(f"qrt.passes.{modname}").run(graph, opts)
+            try:
+                importlib.import_module(f"qrt.passes.{modname}").run(graph, opts)
+            except QrtError:
+                raise
+            except Exception as e:  # a pass tripping over a malformed graph: say so, never a raw trace
+                raise ModelLoadError(
+                    f"{graph.source}: the optimising pass '{modname}' could not handle this model "
+                    f"({type(e).__name__}: {e}); InferenceSession(..., optimize=False) runs it as "
+                    "written") from e
     from qrt.report import build_report
     return build_report(source, graph)
