@@ -175,6 +175,8 @@ def cmd_run(args) -> int:
     outs = sess.run(None, feeds)
     dt = time.perf_counter() - t0
     if args.save:
+        if os.path.exists(args.save) and not os.path.isdir(args.save):
+            raise CliError(f"--save {args.save}: exists and is not a folder")
         os.makedirs(args.save, exist_ok=True)
     for arg, out in zip(sess.get_outputs(), outs):
         out = np.asarray(out)

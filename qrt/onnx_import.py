@@ -28,6 +28,8 @@ _UNSUPPORTED_ELEM_TYPES = {
     onnx.TensorProto.COMPLEX128,
 }
 
+_KNOWN_ELEM_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+
 
 def np_dtype(elem_type: int):
     """numpy dtype of an ONNX element type (ml_dtypes types for int4/uint4/float8)."""
@@ -118,10 +120,16 @@ def _external_tensor(t: onnx.TensorProto, base: str | None, label: str) -> np.nd
             f"{label}: tensor '{t.name}': external data location '{loc}' escapes the model's folder")
     if not os.path.isfile(path):
         raise ModelLoadError(f"{label}: tensor '{t.name}': external data file '{loc}' not found")
-    offset = int(info.get("offset", 0) or 0)
-    length = info.get("length")
+    try:
+        offset = int(info.get("offset", 0) or 0)
+        length = info.get("length")
+        length = None if length is None else int(length)
+    except ValueError:
+        raise ModelLoadError(
+            f"{label}: tensor '{t.name}': external data offset/length "
+            f"({info.get('offset')!r}, {info.get('length')!r}) are not integers") from None
     size = os.path.getsize(path)
-    n = size - offset if length is None else int(length)
+    n = size - offset if length is None else length
     if offset < 0 or n < 0 or offset + n > size:
         raise ModelLoadError(
             f"{label}: tensor '{t.name}': external data range offset={offset} length={n} is "
@@ -138,6 +146,9 @@ def _external_tensor(t: onnx.TensorProto, base: str | None, label: str) -> np.nd
 
 
 def _to_array(t: onnx.TensorProto, label: str) -> np.ndarray:
+    if any(d < 0 for d in t.dims):
+        raise ModelLoadError(f"{label}: tensor '{t.name}' has a negative dimension: dims "
+                             f"{list(t.dims)}")
     try:
         arr = numpy_helper.to_array(t)
     except Exception as e:
@@ -229,7 +240,14 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     for t in g.initializer:
         if not t.name:
             raise ModelLoadError(f"{label}: an initializer has no name")
+        if t.name in inits:
+            raise ModelLoadError(f"{label}: two initializers are named '{t.name}'")
         inits[t.name] = tensor_to_array(t, base, label)
+    seen_inputs: set[str] = set()
+    for vi in g.input:
+        if vi.name in seen_inputs:
+            raise ModelLoadError(f"{label}: two graph inputs are named '{vi.name}'")
+        seen_inputs.add(vi.name)
 
     inputs = [_value_info(vi) for vi in g.input if vi.name not in inits]
     for ti, vi in zip(inputs, [v for v in g.input if v.name not in inits]):
@@ -239,6 +257,10 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
                 raise ModelLoadError(f"{label}: input '{vi.name}' has type {ti.kind}; only "
                                      "tensor, sequence and optional inputs are supported")
             continue
+        if tt.elem_type not in _KNOWN_ELEM_TYPES:
+            raise ModelLoadError(
+                f"{label}: input '{vi.name}' has element type {tt.elem_type}, which is "
+                + ("undefined" if tt.elem_type == 0 else "not an ONNX element type"))
         if tt.elem_type in _UNSUPPORTED_ELEM_TYPES:
             raise ModelLoadError(
                 f"{label}: input '{vi.name}' has element type {elem_type_name(tt.elem_type)}, "
@@ -257,7 +279,7 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
         except Exception as e:
             raise ModelLoadError(f"{label}: {n.op_type} node '{name}': bad attribute: {e}") from e
         node = ir.Node(n.op_type, list(n.input), list(n.output), attrs, name, dom)
-        if dom not in opsets:
+        if dom not in opsets or dom == "qrt":  # qrt's own domain is for the passes' fused ops
             unsupported[(n.op_type, dom)].append(name)
         elif contrib.expandable(node):
             pass  # becomes standard nodes below

@@ -59,6 +59,33 @@ def _asks_for_dynamic(graph: ir.Graph) -> bool:
         return False
 
 
+def _from_python(name, x, dtype):
+    """A Python scalar/list feed as an array of the input's dtype, refusing what would not survive
+    the conversion exactly (1.7 into an integer input, 300 into uint8, ragged or string lists)."""
+    try:
+        raw = np.asarray(x)
+    except ValueError as e:  # ragged nesting
+        raise InvalidFeedError(f"input '{name}': cannot make an array of this list ({e})") from None
+    if raw.dtype.kind not in "biuf":
+        raise InvalidFeedError(f"input '{name}': a list of {raw.dtype.name} values is not a "
+                               "numeric tensor")
+    if dtype is None:
+        return raw
+    dtype = np.dtype(dtype)
+    with np.errstate(all="ignore"):
+        try:
+            arr = raw.astype(dtype)
+        except (OverflowError, ValueError) as e:
+            raise InvalidFeedError(f"input '{name}': values do not fit {dtype.name} ({e})") from None
+        exact = (arr.astype(np.float64) == raw.astype(np.float64)) | (
+            np.isnan(raw.astype(np.float64)) if dtype.kind == "f" else False)
+    if dtype.kind != "f" and not np.all(exact):
+        bad = raw.reshape(-1)[np.flatnonzero(~exact.reshape(-1))[0]]
+        raise InvalidFeedError(
+            f"input '{name}': value {bad!r} is not representable as {dtype.name}")
+    return arr
+
+
 class InferenceSession:
     """Load an ONNX model and run it.
 
@@ -238,14 +265,17 @@ class InferenceSession:
                 continue
             if not isinstance(x, np.ndarray):
                 if isinstance(x, (np.generic, int, float, bool, list, tuple)):
-                    x = np.asarray(x, dtype=arg.dtype) if arg.dtype is not None else np.asarray(x)
+                    x = _from_python(name, x, arg.dtype)
                 else:
                     raise InvalidFeedError(
                         f"input '{name}': expected a numpy array, got {type(x).__name__}")
             if arg.dtype is not None and x.dtype != arg.dtype:
+                got = x.dtype.name
+                if x.dtype.newbyteorder("=") == np.dtype(arg.dtype):
+                    got += f" in {'big' if x.dtype.byteorder == '>' else 'little'}-endian byte order"
                 raise InvalidFeedError(
                     f"input '{name}': expected dtype {np.dtype(arg.dtype).name} "
-                    f"({arg.type}), got {x.dtype.name}")
+                    f"({arg.type}), got {got}")
             if arg.shape is not None:
                 if x.ndim != len(arg.shape):
                     raise InvalidFeedError(

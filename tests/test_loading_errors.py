@@ -190,3 +190,59 @@ def test_missing_required_attribute():
     g = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], name="c")], "g", [x], [y])
     with pytest.raises(ModelLoadError, match="Cast node 'c' is missing required attribute 'to'"):
         qrt.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _add_model(inits=(), inputs=None, domain_ops=(), opsets=(("", 17),)):
+    x = inputs if inputs is not None else [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    nodes = list(domain_ops) or [helper.make_node("Add", ["x", "w"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "g", x, [y], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+
+
+def test_duplicate_initializer_names_refused():
+    m = _add_model([numpy_helper.from_array(np.ones(2, np.float32), "w"),
+                    numpy_helper.from_array(np.full(2, 5, np.float32), "w")])
+    with pytest.raises(ModelLoadError, match="two initializers are named 'w'"):
+        qrt.InferenceSession(m)
+
+
+def test_duplicate_graph_inputs_refused():
+    xs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+          helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])]
+    m = _add_model([numpy_helper.from_array(np.ones(2, np.float32), "w")], inputs=xs)
+    with pytest.raises(ModelLoadError, match="two graph inputs are named 'x'"):
+        qrt.InferenceSession(m)
+
+
+@pytest.mark.parametrize("elem", [0, 99])
+def test_input_of_no_known_element_type_refused(elem):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    x.type.tensor_type.elem_type = elem
+    m = _add_model([numpy_helper.from_array(np.ones(2, np.float32), "w")], inputs=[x])
+    with pytest.raises(ModelLoadError, match="input 'x' has element type"):
+        qrt.InferenceSession(m)
+
+
+def test_initializer_with_negative_dimension_refused():
+    t = numpy_helper.from_array(np.ones(2, np.float32), "w")
+    t.dims[0] = -2
+    with pytest.raises(ModelLoadError, match="negative dimension"):
+        qrt.InferenceSession(_add_model([t]))
+
+
+def test_external_data_offset_not_an_integer(tmp_path):
+    _external_model(tmp_path, "weights.bin")
+    m = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    m.graph.initializer[0].external_data.add(key="offset", value="abc")
+    onnx.save_model(m, str(tmp_path / "m.onnx"))
+    with pytest.raises(ModelLoadError, match="not integers"):
+        qrt.InferenceSession(str(tmp_path / "m.onnx"))
+
+
+def test_qrt_internal_domain_cannot_be_used_by_a_model():
+    """qrt's fused ops read their attributes unchecked: only the passes may create them."""
+    node = helper.make_node("QAdd", ["x", "x"], ["y"], name="qa", domain="qrt")
+    m = _add_model(domain_ops=[node], opsets=(("", 17), ("qrt", 1)))
+    with pytest.raises(UnsupportedOpError, match="QAdd"):
+        qrt.InferenceSession(m)

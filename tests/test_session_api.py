@@ -193,3 +193,40 @@ def test_cuda_device_is_refused_clearly_without_gpu_support(monkeypatch):
 def test_unknown_device():
     with pytest.raises(ValueError, match="device"):
         qrt.InferenceSession(two_input_model(), device="tpu")
+
+
+def _typed_identity(elem):
+    x = helper.make_tensor_value_info("a", elem, [2])
+    y = helper.make_tensor_value_info("y", elem, [2])
+    g = helper.make_graph([helper.make_node("Identity", ["a"], ["y"])], "g", [x], [y])
+    return qrt.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("elem,value,match", [
+    (TensorProto.INT64, [1.7, 2.9], "not representable as int64"),
+    (TensorProto.UINT8, [1.5, 255.9], "not representable as uint8"),
+    (TensorProto.UINT8, [-1, 300], "not representable as uint8"),
+    (TensorProto.INT64, [2 ** 70, 1], "not a numeric tensor"),
+    (TensorProto.FLOAT, [[1.0], [2.0, 3.0]], "cannot make an array"),
+    (TensorProto.FLOAT, ["a", "b"], "not a numeric tensor"),
+])
+def test_python_list_feeds_that_do_not_convert_exactly_are_refused(elem, value, match):
+    with pytest.raises(InvalidFeedError, match=match):
+        _typed_identity(elem).run(None, {"a": value})
+
+
+@pytest.mark.parametrize("elem,value,want", [
+    (TensorProto.INT64, [1, 2], np.array([1, 2], np.int64)),
+    (TensorProto.UINT8, [0, 255], np.array([0, 255], np.uint8)),
+    (TensorProto.FLOAT, [1, 2.5], np.array([1, 2.5], np.float32)),
+    (TensorProto.BOOL, [True, False], np.array([True, False])),
+])
+def test_python_list_feeds_that_convert_exactly_run(elem, value, want):
+    got = _typed_identity(elem).run(None, {"a": value})[0]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_big_endian_feed_is_named_as_such():
+    with pytest.raises(InvalidFeedError, match="big-endian"):
+        _typed_identity(TensorProto.FLOAT).run(None, {"a": np.ones(2, ">f4")})

@@ -110,7 +110,7 @@ def conv_nd(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_
     n, c = x.shape[:2]
     m = w.shape[0]
     g = int(group)
-    if c % g or m % g or w.shape[1] * g != c:
+    if g < 1 or c % g or m % g or w.shape[1] * g != c:
         raise ValueError(f"Conv: X has {c} channels, W {list(w.shape)}, group={g}: mismatch")
     cg, mg = c // g, m // g
     p = conv_pads(auto_pad, x.shape[2:], kernel, strides, dilations, pads)
@@ -157,6 +157,9 @@ def conv_nd(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_
                 np.matmul(wr[j], cols[i, j], out=y[i, j])
         y = y.reshape((n, m) + out_sp)
     if b is not None:
+        if b.size != m:
+            raise ValueError(f"Conv: bias B has shape {list(b.shape)}; expected [{m}] (one per "
+                             "output channel)")
         y += b.astype(wd, copy=False).reshape((1, m) + (1,) * nd)
     return y.astype(out_dtype, copy=False)
 
@@ -172,7 +175,7 @@ def conv_transpose_nd(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=
     nd, kernel, strides, dilations = _norm_spatial(x, w.shape, kernel_shape, strides, dilations)
     n, c = x.shape[:2]
     g = int(group)
-    if c != w.shape[0] or c % g:
+    if g < 1 or c != w.shape[0] or c % g:
         raise ValueError(f"ConvTranspose: X has {c} channels, W {list(w.shape)}, group={g}")
     cg, mg = c // g, w.shape[1]
     m = mg * g
@@ -257,6 +260,9 @@ def gemm(a, b, c=None, *, alpha, beta, transA, transB):
 
 @register("MatMul", since=1)
 def matmul(a, b):
+    if a.dtype != b.dtype:
+        raise TypeError(f"MatMul: A is {a.dtype.name} and B is {b.dtype.name}; they must have "
+                        "the same type")
     wd = _work_dtype(a.dtype)
     if wd == a.dtype:
         return np.matmul(a, b)

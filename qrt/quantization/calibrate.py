@@ -110,15 +110,17 @@ class Executor:
         self.output_names = [o.name for o in model.graph.output]
         self.backend = None
         self._sess = None
+        self._qrt_error = None
         if backend in ("auto", "qrt"):
             try:
                 import qrt
                 self._sess = qrt.InferenceSession(model, optimize=False, threads=1)
                 self.backend = "qrt"
             except Exception as e:
-                if backend == "qrt":
-                    raise
-                self._qrt_error = e
+                from qrt.errors import UnsupportedOpError
+                if backend == "qrt" or not isinstance(e, UnsupportedOpError):
+                    raise  # a broken model is reported as qrt sees it
+                self._qrt_error = e  # ops qrt lacks: onnxruntime may still run the FP32 model
         if self._sess is None:
             self.backend = "onnxruntime"
             self._ort_cache: dict = {}
@@ -135,8 +137,13 @@ class Executor:
             so = ort.SessionOptions()
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             so.log_severity_level = 3
-            self._ort_cache[want] = ort.InferenceSession(m.SerializeToString(), so,
-                                                         providers=["CPUExecutionProvider"])
+            try:
+                self._ort_cache[want] = ort.InferenceSession(m.SerializeToString(), so,
+                                                             providers=["CPUExecutionProvider"])
+            except Exception as e:  # neither runtime can run it: qrt's error names the ops
+                if self._qrt_error is None:
+                    raise
+                raise self._qrt_error from e
         return self._ort_cache[want]
 
     def run(self, feed: dict, want=(), callback: Callable[[str, np.ndarray], None] | None = None,

@@ -117,6 +117,12 @@ def run_compare(args) -> int:
     except (ValueError, TypeError, OSError) as e:
         print(f"qrt compare: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # qrt's own errors (unsupported ops, bad model)
+        from qrt.errors import QrtError
+        if isinstance(e, QrtError):
+            print(f"qrt compare: error: {e}", file=sys.stderr)
+            return 2
+        raise
     if args.data is None and not args.json:
         print("note: no --data given: compared on random normal inputs", file=sys.stderr)
     if args.html:

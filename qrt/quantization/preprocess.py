@@ -15,10 +15,13 @@ def load(model) -> onnx.ModelProto:
         m = onnx.ModelProto()
         m.CopyFrom(model)
         return m
+    from qrt.onnx_import import read_model
+
     if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model))
+        return read_model(bytes(model))[0]  # a corrupt file: ModelLoadError naming it
     if isinstance(model, (str, os.PathLike)):
-        return onnx.load(os.fspath(model))
+        read_model(model)
+        return onnx.load(os.fspath(model))  # again, with its external data
     raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
 
 

@@ -153,6 +153,33 @@ def test_malformed_model(capsys, tmp_path, cmd):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_malformed_model_to_quantize_or_compare(capsys, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07this is not a protobuf\xff\xff\xff")
+    rc, _, err = run_cli(capsys, "quantize", bad, tmp_path / "out.onnx", "--samples", "2")
+    assert_clean_error(rc, err, "bad.onnx", "not a valid ONNX model")
+    rc, _, err = run_cli(capsys, "compare", CNN, bad)
+    assert_clean_error(rc, err, "bad.onnx", "not a valid ONNX model")
+
+
+def test_unsupported_op_to_quantize_is_named(capsys, tmp_path):
+    """Neither qrt nor onnxruntime can calibrate it: qrt's error, listing the op, is shown."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    g = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], name="weird")], "g", [x],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rc, _, err = run_cli(capsys, "quantize", path, tmp_path / "out.onnx", "--samples", "2")
+    assert_clean_error(rc, err, "NoSuchOp")
+
+
+def test_run_save_onto_a_file_is_a_clean_error(capsys, tmp_path):
+    f = tmp_path / "taken.npy"
+    f.write_bytes(b"x")
+    rc, _, err = run_cli(capsys, "run", CNN, "--save", f)
+    assert_clean_error(rc, err, "taken.npy", "not a folder")
+
+
 def test_model_is_a_directory(capsys, tmp_path):
     rc, _, err = run_cli(capsys, "run", tmp_path)
     assert_clean_error(rc, err, "directory")
