@@ -28,6 +28,13 @@ class TensorInfo:
     kind: str = "tensor"  # "tensor", "sequence" (list of arrays) or "optional" (array or None)
 
 
+# Node attribute listing, in order, the outer-scope values a node's subgraphs read (If, Loop, Scan,
+# SequenceMap): the importer appends them to the node's `inputs`, so every pass and the plan's
+# lifetimes see them as ordinary reads. They arrive last among the node's inputs, positionally; a
+# pass may rename the outer value, the name inside the subgraph stays the one listed here.
+IMPLICIT_INPUTS = "__implicit_inputs__"
+
+
 @dataclass(eq=False)  # a node is itself: identity equality keeps `in`/`index` on node lists O(1)
 class Node:
     op_type: str
@@ -38,6 +45,10 @@ class Node:
     domain: str = ""
     # Filled by passes/plan: free-form facts shown in the lowering report.
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def subgraphs(self) -> list[tuple[str, "Graph"]]:
+        """(attribute name, subgraph) of every graph-valued attribute."""
+        return [(k, v) for k, v in self.attrs.items() if isinstance(v, Graph)]
 
     def label(self) -> str:
         return f"{self.op_type} node '{self.name}'" if self.name else f"{self.op_type} node (unnamed)"

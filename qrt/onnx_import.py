@@ -203,8 +203,8 @@ def _attr_value(a: onnx.AttributeProto, base, label):
         return int(a.i)
     if a.type == T.FLOAT:
         return float(a.f)
-    if a.type in (T.GRAPH, T.GRAPHS):
-        return helper.get_attribute_value(a)  # kept as protos; no op in scope takes a subgraph
+    if a.type == T.GRAPHS:
+        return helper.get_attribute_value(a)  # kept as protos; no op in scope takes a list
     if a.type in (T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TYPE_PROTO, T.TYPE_PROTOS):
         return helper.get_attribute_value(a)
     raise ModelLoadError(f"{label}: attribute '{a.name}' has unknown type {a.type}")
@@ -221,6 +221,172 @@ def _infer_shapes(proto: onnx.ModelProto) -> dict[str, ir.TensorInfo]:
         return {}
     return {vi.name: _value_info(vi) for vi in list(inferred.graph.value_info)
             + list(inferred.graph.output) + list(inferred.graph.input)}
+
+
+def _convert_nodes(g, opsets, base, label, scope, unsupported, prefix) -> list[ir.Node]:
+    """The nodes of GraphProto `g` as IR nodes, subgraph attributes converted recursively (see
+    `_subgraph`). `scope`: every name visible to `g`'s nodes (its own and enclosing graphs');
+    unsupported ops, here and in subgraphs, are collected into `unsupported`."""
+    nodes: list[ir.Node] = []
+    for i, n in enumerate(g.node):
+        dom = canonical_domain(n.domain)
+        name = n.name or f"{n.op_type}_{i}"
+        node = ir.Node(n.op_type, list(n.input), list(n.output), {}, name, dom)
+        try:
+            attrs = {a.name: _attr_value(a, base, label) for a in n.attribute
+                     if a.type != onnx.AttributeProto.GRAPH}
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(f"{label}: {n.op_type} node '{name}': bad attribute: {e}") from e
+        implicit: list[str] = []
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                where = f"{label}: {node.label()}, attribute '{a.name}'"
+                sub, free = _subgraph(a.g, opsets, base, where, scope, unsupported,
+                                      f"{prefix}{name}/")
+                attrs[a.name] = sub
+                implicit.extend(f for f in free if f not in implicit)
+        node.attrs = attrs
+        if dom not in opsets or dom == "qrt":  # qrt's own domain is for the passes' fused ops
+            unsupported[(n.op_type, dom)].append(prefix + name)
+        elif contrib.expandable(node):
+            pass  # becomes standard nodes below
+        else:
+            opdef = resolve(n.op_type, dom, opsets[dom])
+            if opdef is None:
+                unsupported[(n.op_type, dom)].append(prefix + name)
+        if node.subgraphs():
+            _check_contract(node, label)
+            node.inputs = node.inputs + implicit  # outer values the subgraphs read: see ir.py
+            node.attrs[ir.IMPLICIT_INPUTS] = list(implicit)
+        nodes.append(node)
+    return nodes
+
+
+def _subgraph(gp: onnx.GraphProto, opsets, base, where, outer_scope, unsupported, prefix):
+    """A GraphProto attribute (If's branches, Loop's and Scan's body, SequenceMap's body) as an IR
+    graph with its own inputs, outputs, initializers and nodes (Constant nodes become its
+    initializers), validated like the main graph. Returns (graph, free): `free` lists, in first-use
+    order, the values it reads from enclosing scopes (those of nested subgraphs included), which
+    the caller adds to the node's inputs. Errors name the node and the attribute (`where`)."""
+    if len(gp.sparse_initializer):
+        raise ModelLoadError(f"{where}: sparse initializers are not supported")
+    inits: dict[str, np.ndarray] = {}
+    for t in gp.initializer:
+        if not t.name:
+            raise ModelLoadError(f"{where}: an initializer has no name")
+        inits[t.name] = tensor_to_array(t, base, where)
+    inputs = [_value_info(vi) for vi in gp.input]
+    for vi in gp.input:
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is not None and tt.elem_type in _UNSUPPORTED_ELEM_TYPES:
+            raise ModelLoadError(f"{where}: input '{vi.name}' has element type "
+                                 f"{elem_type_name(tt.elem_type)}, which qrt does not run")
+    outputs = [_value_info(vi) for vi in gp.output]
+    own = {vi.name for vi in gp.input} | set(inits) | {o for n in gp.node for o in n.output if o}
+    nodes = _convert_nodes(gp, opsets, base, where, outer_scope | own, unsupported, prefix)
+    if not unsupported:
+        nodes = _constants_to_initializers(nodes, inits, outputs, opsets[""], where, {})
+        if any(contrib.expandable(n) for n in nodes):
+            nodes = _expand_contrib(nodes, inits, opsets[""], {}, where)
+    defined = {t.name for t in inputs} | set(inits) | {o for n in nodes for o in n.outputs if o}
+    free: list[str] = []
+    for name in [i for n in nodes for i in n.inputs if i] + [o.name for o in outputs]:
+        if name not in defined and name not in free:
+            if name not in outer_scope:
+                readers = [n.label() for n in nodes if name in n.inputs]
+                raise ModelLoadError(
+                    f"{where}: " + (f"{readers[0]} reads" if readers else "graph output is")
+                    + f" '{name}', which neither the subgraph nor an enclosing graph defines")
+            free.append(name)
+    sub = ir.Graph(nodes, inputs, outputs, inits, {}, dict(opsets), gp.name, where)
+    if not unsupported:
+        check_graph(sub, outer=set(free))
+        _check_required(sub, where)
+    for ti in inputs + outputs:
+        sub.value_info.setdefault(ti.name, ti)
+    return sub, free
+
+
+# Contracts of the ops with subgraphs: how many inputs and outputs each subgraph has.
+def _check_contract(node: ir.Node, label: str) -> None:
+    op, n_in, n_out = node.op_type, len(node.inputs), len(node.outputs)
+
+    def graph(attr):
+        g = node.attrs.get(attr)
+        if g is None:
+            raise ModelLoadError(f"{label}: {node.label()} is missing required attribute '{attr}'")
+        return g
+
+    def fail(attr, msg):
+        raise ModelLoadError(f"{label}: {node.label()}, attribute '{attr}': {msg}")
+
+    if node.domain:
+        return
+    if op == "If":
+        then_g, else_g = graph("then_branch"), graph("else_branch")
+        for attr, g in (("then_branch", then_g), ("else_branch", else_g)):
+            if g.inputs:
+                fail(attr, f"an If branch takes no inputs, this one declares {len(g.inputs)}")
+        if len(then_g.outputs) != len(else_g.outputs):
+            raise ModelLoadError(
+                f"{label}: {node.label()}: the branches have different output counts "
+                f"(then_branch {len(then_g.outputs)}, else_branch {len(else_g.outputs)})")
+        if len(then_g.outputs) != n_out:
+            fail("then_branch", f"the branches have {len(then_g.outputs)} output(s), the node "
+                                f"{n_out}")
+    elif op == "Loop":
+        body = graph("body")
+        if n_in < 2:
+            raise ModelLoadError(f"{label}: {node.label()} needs at least 2 inputs (M, cond; "
+                                 f"either may be ''), has {n_in}")
+        n = n_in - 2
+        if len(body.inputs) != 2 + n:
+            fail("body", f"the body must take 2 + {n} inputs (iteration number, condition, "
+                         f"{n} loop-carried value(s)), it declares {len(body.inputs)}")
+        k = n_out - n
+        if k < 0 or len(body.outputs) != 1 + n + k:
+            fail("body", f"the body must return 1 + {n} + K outputs (condition, {n} loop-carried "
+                         f"value(s), K scan outputs) with K = {n_out} node outputs - {n}; it "
+                         f"returns {len(body.outputs)}")
+    elif op == "Scan":
+        body = graph("body")
+        m = node.attrs.get("num_scan_inputs")
+        if not isinstance(m, int) or m < 1 or m > n_in:
+            raise ModelLoadError(f"{label}: {node.label()}: num_scan_inputs must be between 1 "
+                                 f"and the number of inputs ({n_in}), got {m!r}")
+        n = n_in - m
+        if len(body.inputs) != n + m:
+            fail("body", f"the body must take {n} state + {m} scan input(s), it declares "
+                         f"{len(body.inputs)}")
+        k = n_out - n
+        if k < 0 or len(body.outputs) != n + k:
+            fail("body", f"the body must return {n} state + {max(k, 0)} scan output(s) "
+                         f"(the node has {n_out} outputs), it returns {len(body.outputs)}")
+        for attr, want in (("scan_input_axes", m), ("scan_input_directions", m),
+                           ("scan_output_axes", k), ("scan_output_directions", k)):
+            v = node.attrs.get(attr)
+            if v is not None and len(v) != want:
+                raise ModelLoadError(f"{label}: {node.label()}: attribute '{attr}' has "
+                                     f"{len(v)} entries, expected {want}")
+    elif op == "SequenceMap":
+        body = graph("body")
+        if len(body.inputs) != n_in:
+            fail("body", f"the body must take one input per node input ({n_in}), it declares "
+                         f"{len(body.inputs)}")
+        if len(body.outputs) != n_out:
+            fail("body", f"the body must return one output per node output ({n_out}), it "
+                         f"returns {len(body.outputs)}")
+
+
+def _check_required(graph: ir.Graph, label: str) -> None:
+    for node in graph.nodes:
+        opdef = resolve(node.op_type, node.domain, graph.opsets[node.domain])
+        for aname, default in opdef.attrs.items():
+            if default is REQUIRED and aname not in node.attrs:
+                raise ModelLoadError(
+                    f"{label}: {node.label()} is missing required attribute '{aname}'")
 
 
 def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = None) -> ir.Graph:
@@ -267,27 +433,9 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
                 "which qrt does not run")
     outputs = [_value_info(vi) for vi in g.output]
 
-    nodes: list[ir.Node] = []
+    scope = {vi.name for vi in g.input} | set(inits) | {o for n in g.node for o in n.output if o}
     unsupported: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for i, n in enumerate(g.node):
-        dom = canonical_domain(n.domain)
-        name = n.name or f"{n.op_type}_{i}"
-        try:
-            attrs = {a.name: _attr_value(a, base, label) for a in n.attribute}
-        except ModelLoadError:
-            raise
-        except Exception as e:
-            raise ModelLoadError(f"{label}: {n.op_type} node '{name}': bad attribute: {e}") from e
-        node = ir.Node(n.op_type, list(n.input), list(n.output), attrs, name, dom)
-        if dom not in opsets or dom == "qrt":  # qrt's own domain is for the passes' fused ops
-            unsupported[(n.op_type, dom)].append(name)
-        elif contrib.expandable(node):
-            pass  # becomes standard nodes below
-        else:
-            opdef = resolve(n.op_type, dom, opsets[dom])
-            if opdef is None:
-                unsupported[(n.op_type, dom)].append(name)
-        nodes.append(node)
+    nodes = _convert_nodes(g, opsets, base, label, scope, unsupported, "")
 
     if unsupported:
         parts = []
@@ -312,12 +460,7 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     graph.metadata = {p.key: p.value for p in proto.metadata_props}
     graph.external_data = any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer)
     check_graph(graph)
-    for node in graph.nodes:
-        opdef = resolve(node.op_type, node.domain, opsets[node.domain])
-        for aname, default in opdef.attrs.items():
-            if default is REQUIRED and aname not in node.attrs:
-                raise ModelLoadError(
-                    f"{label}: {node.label()} is missing required attribute '{aname}'")
+    _check_required(graph, label)
     graph.value_info = value_info
     for ti in inputs + outputs:
         graph.value_info.setdefault(ti.name, ti)
@@ -365,16 +508,19 @@ def _constants_to_initializers(nodes, inits, outputs, opset, label, folded):
     return kept
 
 
-def check_graph(graph: ir.Graph) -> None:
-    """Every value defined once, every input defined, acyclic; sorts nodes topologically."""
+def check_graph(graph: ir.Graph, outer: set | None = None) -> None:
+    """Every value defined once, every input defined, acyclic; sorts nodes topologically.
+    `outer`: the enclosing scopes' values a subgraph reads."""
     label = graph.source
     defined = {t.name for t in graph.inputs} | set(graph.initializers)
+    local = set(defined)
+    defined |= outer or set()
     producer: dict[str, ir.Node] = {}
     for n in graph.nodes:
         for o in n.outputs:
             if not o:
                 continue
-            if o in producer or o in defined:
+            if o in producer or o in local:
                 raise ModelLoadError(f"{label}: value '{o}' is produced more than once "
                                      f"(again by {n.label()})")
             producer[o] = n

@@ -103,7 +103,8 @@ _BLAS_STEPS = {("", "Conv"): _conv_macs, ("", "ConvTranspose"): _convt_macs,
 # cost ~10 us a run (two OpenBLAS calls each way), a sixth of the demo model's call.
 _MAY_USE_BLAS = set(_BLAS_STEPS) | {("", op) for op in (
     "Einsum", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")} | {
-    ("qrt", "QConvTranspose")}
+    ("qrt", "QConvTranspose")} | {("", op) for op in (  # subgraphs run nested plans in its limit
+    "If", "Loop", "Scan", "SequenceMap")}
 
 
 _NO_KWARGS: dict = {}
@@ -149,11 +150,14 @@ _SHAPE_FROM_VALUES = {("", "Reshape"): (1,), ("", "Expand"): (1,), ("", "Slice")
                       ("", "ReduceLogSumExp"): (1,)}
 # Ops whose output is a function of their input's shape alone.
 _SHAPE_OF = {("", "Shape"), ("", "Size")}
-# Ops never run ahead of time, whatever their inputs: random draws, and control flow (a subgraph
-# may read outer values that are not among the node's inputs).
+# Ops never run ahead of time, whatever their inputs: random draws, control flow (the outer values
+# its subgraphs read are among its inputs, but a body's result is not worth keeping per shape), and
+# the sequence/optional ops (their values are lists and None, not kept across calls).
 _NEVER_SPECIALISED = {("", op) for op in (
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-    "Bernoulli", "If", "Loop", "Scan", "SequenceInsert", "SequenceErase", "Dropout")}
+    "Bernoulli", "If", "Loop", "Scan", "SequenceMap", "SequenceEmpty", "SequenceConstruct",
+    "SequenceInsert", "SequenceAt", "SequenceErase", "SequenceLength", "SplitToSequence",
+    "ConcatFromSequence", "Optional", "OptionalHasElement", "OptionalGetElement", "Dropout")}
 SHAPE_CACHE_ENTRIES = 16  # distinct feed-shape sets remembered per plan
 
 

@@ -13,4 +13,6 @@ from qrt.ops import (  # noqa: F401,E402
     resize,
     quant,
     fused,
+    sequence,
+    control_flow,
 )

@@ -13,8 +13,12 @@ from qrt import ir
 from qrt.passes import _util as U
 
 NEVER = U.QDQ_OPS | {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli", "If", "Loop", "Scan",
-                     "Dropout"}  # training mode draws a new mask per run
+                     "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceMap",
+                     "Dropout",  # training mode draws a new mask per run
+                     # sequence/optional values are lists and None, never initializers
+                     "SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt",
+                     "SequenceErase", "SequenceLength", "SplitToSequence", "ConcatFromSequence",
+                     "Optional", "OptionalHasElement", "OptionalGetElement"}
 # A folded output may be at most this many times the bytes of the inputs (or MIN_BYTES).
 GROWTH = 4
 MIN_BYTES = 1 << 16

@@ -28,6 +28,21 @@ IN_SCOPE_OPS = {
     "ReduceLogSumExp", "ReduceLogSum",
     "LogSoftmax", "InstanceNormalization", "GlobalMaxPool", "Einsum", "LRN",
 }
+# Control flow, sequences and optionals (a case runs when its subgraphs' ops are in scope too).
+IN_SCOPE_OPS |= {
+    "If", "Loop", "Scan", "SequenceMap", "SequenceEmpty", "SequenceConstruct", "SequenceInsert",
+    "SequenceAt", "SequenceErase", "SequenceLength", "SplitToSequence", "ConcatFromSequence",
+    "Optional", "OptionalHasElement", "OptionalGetElement",
+}
+
+
+def _graphs(g: onnx.GraphProto):
+    """`g` and every subgraph in it (If branches, Loop/Scan/SequenceMap bodies), recursively."""
+    yield g
+    for n in g.node:
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                yield from _graphs(sub)
 
 # Element types outside qrt's scope: a case using any of them is skipped with this reason.
 T = onnx.TensorProto
@@ -40,7 +55,13 @@ OUT_OF_SCOPE_TYPES = {
 
 
 def _types_used(model: onnx.ModelProto) -> set[int]:
-    g = model.graph
+    used = set()
+    for g in _graphs(model.graph):
+        used |= _graph_types_used(g)
+    return used
+
+
+def _graph_types_used(g: onnx.GraphProto) -> set[int]:
     used = set()
     for vi in list(g.input) + list(g.output) + list(g.value_info):
         if vi.type.HasField("tensor_type"):
@@ -60,6 +81,10 @@ def out_of_scope_reason(model: onnx.ModelProto) -> str | None:
     bad = sorted(OUT_OF_SCOPE_TYPES[t] for t in _types_used(model) if t in OUT_OF_SCOPE_TYPES)
     if bad:
         return "element type out of scope: " + ", ".join(bad)
+    from qrt.onnx_import import MIN_OPSET
+    if _default_opset(model) < MIN_OPSET:  # e.g. Scan-8 (batch axis, sequence_lens)
+        return (f"opset {_default_opset(model)} is below qrt's minimum {MIN_OPSET} and the op "
+                "changed since")
     return None
 
 
@@ -77,7 +102,7 @@ def _restamped(case):
     old = _default_opset(case.model)
     if old >= MIN_OPSET:
         return case
-    for n in case.model.graph.node:
+    for n in (n for g in _graphs(case.model.graph) for n in g.node):
         if (onnx.defs.get_schema(n.op_type, old).since_version
                 != onnx.defs.get_schema(n.op_type, MIN_OPSET).since_version):
             return case
@@ -98,7 +123,7 @@ def cases():
         allcases = node.collect_testcases(None)
     picked = []
     for c in allcases:
-        ops = {n.op_type for n in c.model.graph.node}
+        ops = {n.op_type for g in _graphs(c.model.graph) for n in g.node}
         if ops and ops <= IN_SCOPE_OPS:
             picked.append(_restamped(c))
     return sorted(picked, key=lambda c: c.name)
