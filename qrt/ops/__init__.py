@@ -13,6 +13,7 @@ from qrt.ops import (  # noqa: F401,E402
     resize,
     quant,
     fused,
+    ort_contrib,
     sequence,
     control_flow,
 )
