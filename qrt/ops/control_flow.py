@@ -72,13 +72,15 @@ class Body:
             res = self.plan._run(feeds, self.outputs, None, None)  # the outer plan set BLAS up
         except QrtError as e:
             raise NodeExecutionError(f"{self.where}: {e}") from e
-        if self._consts:  # never hand a subgraph's constant to a caller that may write into it
-            res = [self._own(r) for r in res]
-        return res
+        # never hand a subgraph's constant to a caller that may write into it; numpy scalars
+        # (0-d arithmetic) become arrays
+        return [self._own(r) for r in res]
 
     def _own(self, r):
-        if isinstance(r, np.ndarray) and id(r) in self._consts:
-            return r.view()
+        if isinstance(r, np.ndarray):
+            return r.view() if id(r) in self._consts else r
+        if isinstance(r, np.generic):
+            return np.asarray(r)
         if isinstance(r, list):
             return [self._own(v) for v in r]
         return r
