@@ -14,6 +14,11 @@ from qrt.ops import (  # noqa: F401,E402
     quant,
     fused,
     ort_contrib,
+    misc,
+    spatial,
+    recurrent,
+    signal,
+    rand,
     sequence,
     control_flow,
 )

@@ -27,6 +27,14 @@ IN_SCOPE_OPS = {
     "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare",
     "ReduceLogSumExp", "ReduceLogSum",
     "LogSoftmax", "InstanceNormalization", "GlobalMaxPool", "Einsum", "LRN",
+    # recurrent, detection, signal, random and the less common ops (tests/ops/test_more_ops.py)
+    "LSTM", "GRU", "RNN", "NonMaxSuppression", "RoiAlign", "CastLike", "IsNaN", "IsInf", "Celu",
+    "Shrink", "Hardmax", "MeanVarianceNormalization", "GroupNormalization", "RMSNormalization",
+    "Compress", "Unique", "ReverseSequence", "BitShift", "Det", "LpNormalization",
+    "GlobalLpPool", "LpPool", "MaxUnpool", "Col2Im", "GridSample", "AffineGrid",
+    "CenterCropPad", "Swish", "Bernoulli", "RandomUniform", "RandomNormal",
+    "RandomUniformLike", "RandomNormalLike", "Multinomial", "HannWindow", "HammingWindow",
+    "BlackmanWindow", "DFT", "STFT", "MelWeightMatrix",
 }
 # Control flow, sequences and optionals (a case runs when its subgraphs' ops are in scope too).
 IN_SCOPE_OPS |= {
