@@ -531,3 +531,37 @@ def test_subgraph_constants_are_not_handed_out():
     y = sess.run(None, feeds)[0]
     y[:] = 0
     np.testing.assert_array_equal(sess.run(None, feeds)[0], [1.0, 2.0])
+
+
+def _deep_model(direct):
+    """Scan inside If inside Loop, and an If inside the Loop's else path whose then_branch returns
+    the outer `x` itself (`direct`; onnxruntime wants an Identity there)."""
+    then_g = graph([], [], [vi("x", F, [2])]) if direct else graph(
+        [mk("Identity", ["x"], ["xx"])], [], [vi("xx", F, [2])])
+    else_g = graph([mk("Neg", ["x"], ["n"])], [], [vi("n", F, [2])])
+    sbody = graph([mk("Add", ["s", "xi"], ["s2"]), mk("Mul", ["s2", "w"], ["o"])],
+                  [vi("s", F, [2]), vi("xi", F, [2])], [vi("s2", F, [2]), vi("o", F, [2])])
+    then2 = graph([mk("Scan", ["v", "X"], ["sf", "so"], body=sbody, num_scan_inputs=1)], [],
+                  [vi("sf", F, [2])])
+    else2 = graph([mk("If", ["c2"], ["y"], then_branch=then_g, else_branch=else_g)], [],
+                  [vi("y", F, [2])])
+    body = graph([mk("If", ["c_in"], ["v2"], then_branch=then2, else_branch=else2),
+                  mk("Identity", ["c_in"], ["c_out"])],
+                 [vi("i", I64, []), vi("c_in", B, []), vi("v", F, [2])],
+                 [vi("c_out", B, []), vi("v2", F, [2])])
+    return model([mk("Loop", ["M", "c", "x"], ["out"], body=body, name="outer_loop")],
+                 [vi("x", F, [2]), vi("X", F, [3, 2]), vi("w", F, [2]), vi("c", B, []),
+                  vi("c2", B, []), vi("M", I64, [])], [vi("out", F, [2])])
+
+
+@pytest.mark.parametrize("c,c2", [(True, True), (False, True), (False, False)])
+def test_three_levels_of_nesting(c, c2):
+    rng = np.random.default_rng(7)
+    feeds = {"x": rng.standard_normal(2).astype(np.float32),
+             "X": rng.standard_normal((3, 2)).astype(np.float32),
+             "w": rng.standard_normal(2).astype(np.float32), "c": np.array(c),
+             "c2": np.array(c2), "M": np.array(3, np.int64)}
+    check(_deep_model(False), feeds, ref=False)
+    same(run_qrt(_deep_model(True), feeds), run_ort(_deep_model(False), feeds))
+    loop = qrt.InferenceSession(_deep_model(True))._graph.nodes[0]
+    assert loop.inputs[3:] == ["c2", "x", "X", "w"]  # every level's outer reads, on the Loop
