@@ -3,8 +3,8 @@
 onnxruntime's quantizer writes these in QOperator format (quant_format=QOperator) and ONNX model
 zoo int8 models carry them: QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
 QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearSoftmax, QLinearWhere, QGemm,
-DynamicQuantizeMatMul, MatMulIntegerToFloat, and com.microsoft QuantizeLinear/DequantizeLinear
-(16-bit and 4-bit types before opset 21).
+DynamicQuantizeMatMul, MatMulIntegerToFloat, DynamicQuantizeLSTM, and com.microsoft
+QuantizeLinear/DequantizeLinear (16-bit and 4-bit types before opset 21).
 
 Each is defined as dequantize -> float op -> quantize, so at load time it becomes exactly that
 subgraph of standard nodes: DequantizeLinear -> Add -> QuantizeLinear, and so on. The unoptimised
@@ -210,6 +210,42 @@ def _matmul_integer_to_float(b: _Builder):
     _matmul_to_float(b, b.inp(0), b.inp(1), za, b.inp(5, False), scale, b.inp(6, False))
 
 
+def _dequantized_recurrent_weight(b: _Builder, k_w: int, k_s: int, k_z: int, what: str):
+    """DynamicQuantizeLSTM's int8 W/R ([dirs, in, 4*hidden], scales per direction or per
+    direction and gate column) as the float [dirs, 4*hidden, in] that LSTM takes, computed once."""
+    w, s = b.inits.get(b.inp(k_w)), b.inits.get(b.inp(k_s))
+    z = b.inits.get(b.inp(k_z, False)) if b.inp(k_z, False) else None
+    if w is None or s is None or (b.inp(k_z, False) and z is None):
+        raise b.fail(f"{what}, its scale and zero point must be constants")
+    w = np.asarray(w)
+    if w.ndim != 3:
+        raise b.fail(f"{what} has shape {list(w.shape)}; expected [directions, input, 4*hidden]")
+    s = np.asarray(s, np.float32)
+    z = np.zeros(s.shape, np.int32) if z is None else np.asarray(z).astype(np.int32)
+    dirs, cols = w.shape[0], w.shape[2]
+    if s.shape not in ((dirs,), (dirs, cols)) or z.shape != s.shape:
+        raise b.fail(f"{what} scale {list(s.shape)} / zero point {list(z.shape)} must be "
+                     f"[{dirs}] or [{dirs}, {cols}]")
+    from qrt.ops.quant import check_scale
+    check_scale(s, f"{b.label}: {b.node.label()}", f"{what}_scale")
+    s3 = s.reshape(dirs, 1, -1)
+    z3 = z.reshape(dirs, 1, -1)
+    wf = ((w.astype(np.int32) - z3).astype(np.float32) * s3).transpose(0, 2, 1)
+    return b.const(what.lower(), np.ascontiguousarray(wf, np.float32))
+
+
+def _dynamic_quantize_lstm(b: _Builder):
+    """The LSTM of its dequantized weights. onnxruntime's kernel also quantizes X and H to uint8 on
+    each step; qrt keeps them float, so it sits between onnxruntime and the FP32 model."""
+    wf = _dequantized_recurrent_weight(b, 1, 8, 9, "W")
+    rf = _dequantized_recurrent_weight(b, 2, 10, 11, "R")
+    ins = [b.inp(0), wf, rf] + [b.inp(k, False) for k in range(3, 8)]
+    while ins and not ins[-1]:
+        ins.pop()
+    attrs = {k: v for k, v in b.node.attrs.items() if k != "layout"}
+    b.emit("LSTM", ins, list(b.node.outputs), main=True, **attrs)
+
+
 def _qdq(b: _Builder, op: str):
     node = b.node
     b.nodes.append(ir.Node(op, list(node.inputs), list(node.outputs), dict(node.attrs), node.name, ""))
@@ -229,6 +265,7 @@ EXPANSIONS = {
     "QGemm": lambda b, r: _qgemm(b),
     "DynamicQuantizeMatMul": lambda b, r: _dynamic_quantize_matmul(b),
     "MatMulIntegerToFloat": lambda b, r: _matmul_integer_to_float(b),
+    "DynamicQuantizeLSTM": lambda b, r: _dynamic_quantize_lstm(b),
     "QuantizeLinear": lambda b, r: _qdq(b, "QuantizeLinear"),
     "DequantizeLinear": lambda b, r: _qdq(b, "DequantizeLinear"),
 }
