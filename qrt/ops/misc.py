@@ -1,6 +1,6 @@
 """Less common ops: CastLike, IsNaN, IsInf, Celu, Shrink, Swish, Hardmax, MeanVarianceNormalization,
 GroupNormalization, RMSNormalization, LpNormalization, Compress, Unique, ReverseSequence, BitShift,
-Det, CenterCropPad.
+Det, CenterCropPad, RotaryEmbedding.
 
 Every op checks its inputs and raises ValueError naming the problem (the plan adds the node).
 float16 arithmetic runs in float32 and rounds once at the end.
@@ -434,3 +434,71 @@ def det(x):
     if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
         raise ValueError(f"Det: input must be [..., M, M], got shape {list(x.shape)}")
     return np.asarray(np.linalg.det(x.astype(ct, copy=False))).astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# RotaryEmbedding
+
+@register("RotaryEmbedding", since=23,
+          attrs={"interleaved": 0, "num_heads": 0, "rotary_embedding_dim": 0})
+def rotary_embedding(x, cos_cache, sin_cache, position_ids=None, *, interleaved, num_heads,
+                     rotary_embedding_dim):
+    """Rotates the first rotary_embedding_dim (default: head size) features of each head by the
+    cached angles: halves (x1, x2) -> (cos x1 - sin x2, sin x1 + cos x2), the pairs being the two
+    halves or, interleaved, the even and odd features. X is [B, heads, S, D] or [B, S, heads * D]
+    (num_heads given); the caches are [B, S, rd / 2], or [max_position, rd / 2] indexed by
+    position_ids [B, S]."""
+    op = "RotaryEmbedding"
+    ct = _float(x, op)
+    if x.ndim == 4:
+        xs = np.transpose(x, (0, 2, 1, 3))  # [B, S, heads, D]
+    elif x.ndim == 3:
+        if num_heads <= 0 or x.shape[2] % num_heads:
+            raise ValueError(f"{op}: a 3-D input needs num_heads dividing its hidden size "
+                             f"{x.shape[2]}, got num_heads={num_heads}")
+        xs = x.reshape(x.shape[0], x.shape[1], num_heads, x.shape[2] // num_heads)
+    else:
+        raise ValueError(f"{op}: input must be [B, heads, S, D] or [B, S, hidden], got shape "
+                         f"{list(x.shape)}")
+    b, s, _, d = xs.shape
+    rd = d if not rotary_embedding_dim else int(rotary_embedding_dim)
+    if rd <= 0 or rd > d or rd % 2:
+        raise ValueError(f"{op}: rotary_embedding_dim {rd} must be even and at most the head "
+                         f"size {d}")
+    if position_ids is not None:
+        if position_ids.dtype.kind not in "iu" or position_ids.shape != (b, s):
+            raise ValueError(f"{op}: position_ids must be integers of shape [{b}, {s}], got "
+                             f"{position_ids.dtype} {list(position_ids.shape)}")
+        for name, c in (("cos_cache", cos_cache), ("sin_cache", sin_cache)):
+            if c.ndim != 2:
+                raise ValueError(f"{op}: with position_ids, {name} must be [max_position, "
+                                 f"{rd // 2}], got {list(c.shape)}")
+        if position_ids.size and (position_ids.min() < 0
+                                  or position_ids.max() >= cos_cache.shape[0]):
+            raise ValueError(f"{op}: position_ids must be in [0, {cos_cache.shape[0]})")
+        cos_c, sin_c = cos_cache[position_ids], sin_cache[position_ids]
+    else:
+        cos_c, sin_c = cos_cache, sin_cache
+    for name, c in (("cos_cache", cos_c), ("sin_cache", sin_c)):
+        if c.shape != (b, s, rd // 2):
+            raise ValueError(f"{op}: {name} gives shape {list(c.shape)}; expected "
+                             f"{[b, s, rd // 2]}")
+    cos_c = cos_c.astype(ct)[:, :, None, :]
+    sin_c = sin_c.astype(ct)[:, :, None, :]
+    xf = xs.astype(ct)
+    rot = xf[..., :rd]
+    if interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+    else:
+        x1, x2 = rot[..., :rd // 2], rot[..., rd // 2:]
+    real = cos_c * x1 - sin_c * x2
+    imag = sin_c * x1 + cos_c * x2
+    out = xf.copy()
+    if interleaved:
+        out[..., 0:rd:2] = real
+        out[..., 1:rd:2] = imag
+    else:
+        out[..., :rd // 2] = real
+        out[..., rd // 2:rd] = imag
+    out = out.reshape(x.shape) if x.ndim == 3 else np.transpose(out, (0, 2, 1, 3))
+    return np.ascontiguousarray(out).astype(x.dtype, copy=False)

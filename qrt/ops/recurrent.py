@@ -130,12 +130,12 @@ def _outputs(x, ys, finals, layout, n_outputs):
     return tuple(np.ascontiguousarray(o).astype(x.dtype) for o in out)[:max(1, n_outputs)]
 
 
-def _clipper(clip):
+def _clipper(op, clip):
     if clip is None:
         return lambda v: v
     c = float(clip)
     if not c > 0:
-        raise ValueError(f"clip must be positive, got {clip}")
+        raise ValueError(f"{op}: clip must be positive, got {clip}")
     return lambda v: np.clip(v, -c, c)
 
 
@@ -163,7 +163,7 @@ def _rnn(x, w, r, b, seq_lens, init, *, activation_alpha, activation_beta, activ
         op, 1, x, w, r, b, seq_lens, init, layout, direction, hidden_size)
     funcs = _activation_funcs(op, activations, activation_alpha, activation_beta, 1, dirs,
                               ["Tanh"])
-    clp = _clipper(clip)
+    clp = _clipper(op, clip)
     ys, hs = [], []
     for d in range(dirs):
         xw = xs @ W[d].T + Wb[d] + Rb[d]
@@ -204,7 +204,7 @@ def _gru(x, w, r, b, seq_lens, init, *, activation_alpha, activation_beta, activ
         op, 3, x, w, r, b, seq_lens, init, layout, direction, hidden_size)
     funcs = _activation_funcs(op, activations, activation_alpha, activation_beta, 2, dirs,
                               ["Sigmoid", "Tanh"])
-    clp = _clipper(clip)
+    clp = _clipper(op, clip)
     H = h_n
     ys, hs = [], []
     for d in range(dirs):
@@ -262,7 +262,7 @@ def _lstm(x, w, r, b, seq_lens, init_h, init_c, p, *, activation_alpha, activati
         if p.shape != (dirs, 3 * H):
             raise ValueError(f"{op}: P must have shape {[dirs, 3 * H]}, got {list(p.shape)}")
         P = p.astype(np.float64)
-    clp = _clipper(clip)
+    clp = _clipper(op, clip)
     ys, hs, cs = [], [], []
     for d in range(dirs):
         xw = xs @ W[d].T + Wb[d] + Rb[d]  # [T, B, 4H]: i, o, f, c

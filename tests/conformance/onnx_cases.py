@@ -34,7 +34,7 @@ IN_SCOPE_OPS = {
     "GlobalLpPool", "LpPool", "MaxUnpool", "Col2Im", "GridSample", "AffineGrid",
     "CenterCropPad", "Swish", "Bernoulli", "RandomUniform", "RandomNormal",
     "RandomUniformLike", "RandomNormalLike", "Multinomial", "HannWindow", "HammingWindow",
-    "BlackmanWindow", "DFT", "STFT", "MelWeightMatrix",
+    "BlackmanWindow", "DFT", "STFT", "MelWeightMatrix", "RotaryEmbedding",
 }
 # Control flow, sequences and optionals (a case runs when its subgraphs' ops are in scope too).
 IN_SCOPE_OPS |= {

@@ -299,6 +299,46 @@ def test_det(shape):
     _check(_model("Det", {"x": x}, opset=11), {"x": x}, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("rank", [3, 4])
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("rd", [0, 4])
+@pytest.mark.parametrize("with_pos", [False, True])
+def test_rotary_embedding(rank, interleaved, rd, with_pos):
+    B, heads, S, D = 2, 3, 5, 8
+    x = f32(B, heads, S, D) if rank == 4 else f32(B, S, heads * D)
+    half = (rd or D) // 2
+    consts, order = {}, ["x", "cos", "sin"]
+    if with_pos:
+        angles = f32(12, half)
+        consts["pos"] = RNG.integers(0, 12, (B, S)).astype(np.int64)
+        order.append("pos")
+    else:
+        angles = f32(B, S, half)
+    consts = {"cos": np.cos(angles), "sin": np.sin(angles)} | consts
+    attrs = {"interleaved": interleaved, "rotary_embedding_dim": rd}
+    if rank == 3:
+        attrs["num_heads"] = heads
+    m = _model("RotaryEmbedding", {"x": x}, consts, attrs=attrs, opset=23, input_order=order)
+    _check(m, {"x": x}, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode,scales", [("nearest", [1, 1, 2, 3]), ("linear", [1, 1, 2, 2]),
+                                         ("nearest", [1, 2, 1.5, 2])], ids=str)
+def test_upsample_10(mode, scales):
+    x = f32(1, 2, 3, 4)
+    m = _model("Upsample", {"x": x}, {"s": np.array(scales, np.float32)}, attrs={"mode": mode},
+               opset=10)
+    # Upsample-10 is Resize-10 (deprecated). onnx.reference's Upsample only runs nearest with
+    # integer scales (checked there) and its Resize-10 does not run: elsewhere qrt's Resize-10
+    # (checked by the backend cases) is the reference
+    if mode == "nearest" and all(float(v).is_integer() for v in scales):
+        _check(m, {"x": x}, rtol=1e-5, atol=1e-6)
+    want = _run(_model("Resize", {"x": x}, {"s": np.array(scales, np.float32)},
+                       attrs={"mode": mode}, opset=10), {"x": x})
+    _check(m, {"x": x}, rtol=1e-6, atol=1e-7, want=want)
+    assert want[0].shape == tuple(int(d * f) for d, f in zip(x.shape, scales))
+
+
 # ------------------------------------------------------------------------------------ pooling
 
 @pytest.mark.parametrize("attrs", [
@@ -878,6 +918,11 @@ def test_bad_inputs_name_the_node_and_problem():
            {"p": np.array([1.5], np.float32)}, "[0, 1]")
     _fails(_model("LpPool", {"x": x4}, attrs={"kernel_shape": [2]}, opset=18), {"x": x4},
            "kernel_shape")
+    cs = np.ones((2, 6, 2), np.float32)
+    _fails(_model("RotaryEmbedding", {"x": x}, {"c": cs, "s": cs}, opset=23), {"x": x},
+           "num_heads")
+    _fails(_model("RotaryEmbedding", {"x": x4}, {"c": cs, "s": cs}, opset=23), {"x": x4},
+           "cos_cache gives shape")
 
 
 @pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
