@@ -131,3 +131,19 @@ def test_valid_model_still_fuses():
     ref = qrt.InferenceSession(m, threads=1, optimize=False).run(None, feeds)[0]
     assert np.abs(y.astype(int) - ref.astype(int)).max() <= 1
     assert {e["name"]: e for e in sess.lowering_report()}["conv"]["precision"] == "int8"
+
+
+def test_a_pass_failing_on_a_graph_is_a_load_error_naming_it(monkeypatch):
+    """A pass that trips over a malformed graph (any exception of its own) is reported as a
+    ModelLoadError naming the pass and pointing at optimize=False, not as a raw traceback."""
+    import qrt.passes.fold_batchnorm as fb
+
+    def broken(graph, opts=None):
+        raise IndexError("tuple index out of range")
+
+    monkeypatch.setattr(fb, "run", broken)
+    m, feeds = _qdq_conv()
+    with pytest.raises(qrt.errors.ModelLoadError, match="fold_batchnorm.*IndexError.*optimize=False"):
+        qrt.InferenceSession(m, threads=1)
+    y = qrt.InferenceSession(m, threads=1, optimize=False).run(None, feeds)[0]
+    assert y.shape == (1, 4, 6, 6)
