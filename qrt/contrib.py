@@ -64,8 +64,17 @@ class _Builder:
         ins = [x, scale] + ([zp] if zp else [])
         if axis is None:
             return self.emit("DequantizeLinear", ins)
-        if self.opset < 13:
-            raise self.fail(f"a per-axis scale needs opset >= 13 (the model imports {self.opset})")
+        if self.opset < 13:  # no per-axis DequantizeLinear yet: dequantize the constant once
+            v, sc = self.inits.get(x), self.inits.get(scale)
+            z = self.inits.get(zp) if zp else np.zeros((), np.int32)
+            if v is None or sc is None or z is None:
+                raise self.fail(f"a per-axis scale on a non-constant input needs opset >= 13 "
+                                f"(the model imports {self.opset})")
+            shape = [1] * np.ndim(v)
+            shape[axis] = -1
+            f = (np.asarray(v).astype(np.float64) - np.asarray(z).reshape(shape)) * np.asarray(
+                sc, np.float64).reshape(shape)
+            return self.const("dq", f.astype(np.float32))
         return self.emit("DequantizeLinear", ins, axis=axis)
 
     def q(self, x: str, scale: str, zp: str, out: str) -> str:

@@ -413,3 +413,16 @@ def test_dynamic_quantize_lstm(tmp_path, direction, per_channel):
         for g, f in zip(got, fp32):  # only the weights are quantized: near the FP32 model
             cos = float((g * f).sum() / (np.linalg.norm(g) * np.linalg.norm(f)))
             assert cos > 0.9995, cos
+
+
+def test_qgemm_per_column_below_opset_13():
+    """No per-axis DequantizeLinear before opset 13: the constant B is dequantized at load."""
+    model, feeds = _qgemm_model(np.uint8, True, 1, 1.0, True, True)
+    m = onnx.load_from_string(model)
+    for imp in m.opset_import:
+        if imp.domain == "":
+            imp.version = 11
+    model = m.SerializeToString()
+    (want,), (got,), (plain,) = _run_all(model, feeds)
+    _codes_close(got, want)
+    _codes_close(got, plain)
