@@ -26,15 +26,42 @@ def _inp(node, k):
 
 
 def _known_shape(graph, name):
-    s = U.shape_of(graph, name) if name else None
-    if s is None or not all(isinstance(d, (int, np.integer)) and d >= 0 for d in s):
+    """The shape of a constant or of a graph input with fixed dims, else None. Inferred or
+    declared shapes of intermediate values are not trusted here: a stale value_info in the file
+    (or 0 written for "unknown") must not make a valid model fail to load. Those values are
+    checked by the ops when they run."""
+    if not name:
         return None
-    return tuple(int(d) for d in s)
+    if name in graph.initializers:
+        return tuple(graph.initializers[name].shape)
+    for t in graph.inputs:
+        if t.name == name and t.shape is not None and all(
+                isinstance(d, (int, np.integer)) and d > 0 for d in t.shape):
+            return tuple(int(d) for d in t.shape)
+    return None
 
 
 def _data_dtype(graph, name):
-    dt = U.dtype_of(graph, name) if name else None
-    return None if dt is None else np.dtype(dt)
+    """The element type of a constant, a graph input, or the output of a QuantizeLinear (its
+    zero point's or output_dtype's type); None when only inference could tell (see above)."""
+    if not name:
+        return None
+    if name in graph.initializers:
+        return graph.initializers[name].dtype
+    for t in graph.inputs:
+        if t.name == name:
+            return None if t.dtype is None else np.dtype(t.dtype)
+    prod = U.producers_cached(graph).get(name)
+    if prod is not None and prod.op_type == "QuantizeLinear" and not prod.domain:
+        out_dt = int(prod.attrs.get("output_dtype", 0) or 0)
+        if out_dt:
+            try:
+                return Q._dtype_of_onnx(out_dt, "QuantizeLinear", "output_dtype")
+            except Exception:
+                return None
+        z = U.const(graph, _inp(prod, 2)) if _inp(prod, 2) else None
+        return np.asarray(z).dtype if z is not None else np.dtype(np.uint8)
+    return None
 
 
 def _qdq(graph, node, label):

@@ -147,3 +147,18 @@ def test_a_pass_failing_on_a_graph_is_a_load_error_naming_it(monkeypatch):
         qrt.InferenceSession(m, threads=1)
     y = qrt.InferenceSession(m, threads=1, optimize=False).run(None, feeds)[0]
     assert y.shape == (1, 4, 6, 6)
+
+
+@pytest.mark.parametrize("stale", [[1, 3, 2, 2], [0, 3, 0, 0]])
+def test_stale_value_info_does_not_refuse_a_valid_model(stale):
+    """Load-time checks trust only constants and graph inputs: a value_info left wrong by graph
+    surgery (or 0 for unknown) must not make a valid model fail to load."""
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    m = model([N("Relu", ["x"], ["r"]), N("Conv", ["r", "W"], ["y"])],
+              [("x", T.FLOAT, ["N", 3, "H", "W"])], [("y", T.FLOAT, None)], [("W", w)])
+    m.graph.value_info.append(helper.make_tensor_value_info("r", T.FLOAT, stale))
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    got = qrt.InferenceSession(m, threads=1).run(None, {"x": x})[0]
+    want = qrt.InferenceSession(m, threads=1, optimize=False).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
