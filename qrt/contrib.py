@@ -167,6 +167,13 @@ def _qgemm(b: _Builder):
     a = b.dq(b.inp(0), b.inp(1), b.inp(2, False))
     nb = _size(b, b.inp(4))
     per_col = nb is not None and nb > 1
+    bv = b.inits.get(b.inp(3))
+    if per_col and bv is not None and np.ndim(bv) == 2 and nb != np.shape(bv)[0 if tb else 1]:
+        raise b.fail(f"b_scale has {nb} values; B {list(np.shape(bv))} (transB={tb}) has "
+                     f"{np.shape(bv)[0 if tb else 1]} columns")
+    zb = b.inits.get(b.inp(5, False)) if b.inp(5, False) else None
+    if zb is not None and nb is not None and np.size(zb) != nb:
+        raise b.fail(f"b_zero_point has {np.size(zb)} values, b_scale {nb}")
     wb = b.dq(b.inp(3), b.inp(4), b.inp(5, False), axis=(0 if tb else 1) if per_col else None)
     ins = [a, wb]
     c = b.inp(6, False)
@@ -227,6 +234,11 @@ def _dequantized_recurrent_weight(b: _Builder, k_w: int, k_s: int, k_z: int, wha
     if w is None or s is None or (b.inp(k_z, False) and z is None):
         raise b.fail(f"{what}, its scale and zero point must be constants")
     w = np.asarray(w)
+    if w.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        raise b.fail(f"{what} has dtype {w.dtype.name}; DynamicQuantizeLSTM takes int8 or uint8")
+    if z is not None and np.asarray(z).dtype != w.dtype:
+        raise b.fail(f"{what}'s zero point has dtype {np.asarray(z).dtype.name}, {what} "
+                     f"{w.dtype.name}; they must have the same type")
     if w.ndim != 3:
         raise b.fail(f"{what} has shape {list(w.shape)}; expected [directions, input, 4*hidden]")
     s = np.asarray(s, np.float32)
@@ -251,8 +263,15 @@ def _dynamic_quantize_lstm(b: _Builder):
     ins = [b.inp(0), wf, rf] + [b.inp(k, False) for k in range(3, 8)]
     while ins and not ins[-1]:
         ins.pop()
-    attrs = {k: v for k, v in b.node.attrs.items() if k != "layout"}
-    b.emit("LSTM", ins, list(b.node.outputs), main=True, **attrs)
+    unknown = sorted(set(b.node.attrs) - _LSTM_ATTRS)
+    if unknown:
+        raise b.fail(f"unknown attribute(s) {unknown}; DynamicQuantizeLSTM takes "
+                     f"{sorted(_LSTM_ATTRS)}")
+    b.emit("LSTM", ins, list(b.node.outputs), main=True, **b.node.attrs)
+
+
+_LSTM_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+               "hidden_size", "input_forget"}
 
 
 def _qdq(b: _Builder, op: str):

@@ -248,6 +248,8 @@ def _convert_nodes(g, opsets, base, label, scope, unsupported, prefix) -> list[i
                 attrs[a.name] = sub
                 implicit.extend(f for f in free if f not in implicit)
         node.attrs = attrs
+        if dom == contrib.DOMAIN and dom not in opsets:
+            opsets[dom] = 1  # onnxruntime's optimizer can omit the import; it assumes version 1
         if dom not in opsets or dom == "qrt":  # qrt's own domain is for the passes' fused ops
             unsupported[(n.op_type, dom)].append(prefix + name)
         elif contrib.expandable(node):
@@ -256,7 +258,9 @@ def _convert_nodes(g, opsets, base, label, scope, unsupported, prefix) -> list[i
             opdef = resolve(n.op_type, dom, opsets[dom])
             if opdef is None:
                 unsupported[(n.op_type, dom)].append(prefix + name)
-        if node.subgraphs():
+            else:
+                _check_arity(node, n, opsets[dom], label)
+        if node.subgraphs() or (not dom and n.op_type in _SUBGRAPH_OPS):
             _check_contract(node, label)
             node.inputs = node.inputs + implicit  # outer values the subgraphs read: see ir.py
             node.attrs[ir.IMPLICIT_INPUTS] = list(implicit)
@@ -310,6 +314,37 @@ def _subgraph(gp: onnx.GraphProto, opsets, base, where, outer_scope, unsupported
 
 
 # Contracts of the ops with subgraphs: how many inputs and outputs each subgraph has.
+_SUBGRAPH_OPS = ("If", "Loop", "Scan", "SequenceMap")
+
+
+def _check_arity(node: ir.Node, n: onnx.NodeProto, opset: int, label: str) -> None:
+    """Input and output counts within the ONNX schema of a default-domain op: an extra output
+    would otherwise be filled with whatever the op returns in its place, a missing input read as
+    another."""
+    if node.domain:
+        return
+    try:
+        schema = onnx.defs.get_schema(n.op_type, opset, "")
+    except Exception:  # an op qrt registers beyond the schemas onnx knows (onnxruntime's)
+        return
+    ins = list(n.input)
+    outs = list(n.output)
+    while ins and not ins[-1]:
+        ins.pop()
+    while outs and not outs[-1]:
+        outs.pop()
+    if not schema.min_input <= len(ins) <= schema.max_input:
+        raise ModelLoadError(
+            f"{label}: {node.label()} has {len(ins)} input(s); {n.op_type}-{schema.since_version} "
+            f"takes {schema.min_input}" + ("" if schema.max_input == schema.min_input else
+                                           f" to {schema.max_input}"))
+    if not schema.min_output <= len(outs) <= schema.max_output:
+        raise ModelLoadError(
+            f"{label}: {node.label()} has {len(outs)} output(s); {n.op_type}-"
+            f"{schema.since_version} produces {schema.min_output}"
+            + ("" if schema.max_output == schema.min_output else f" to {schema.max_output}"))
+
+
 def _check_contract(node: ir.Node, label: str) -> None:
     op, n_in, n_out = node.op_type, len(node.inputs), len(node.outputs)
 
@@ -317,6 +352,9 @@ def _check_contract(node: ir.Node, label: str) -> None:
         g = node.attrs.get(attr)
         if g is None:
             raise ModelLoadError(f"{label}: {node.label()} is missing required attribute '{attr}'")
+        if not isinstance(g, ir.Graph):
+            raise ModelLoadError(f"{label}: {node.label()}, attribute '{attr}' must be a graph, "
+                                 f"not {type(g).__name__}")
         return g
 
     def fail(attr, msg):

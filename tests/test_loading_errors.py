@@ -246,3 +246,43 @@ def test_qrt_internal_domain_cannot_be_used_by_a_model():
     m = _add_model(domain_ops=[node], opsets=(("", 17), ("qrt", 1)))
     with pytest.raises(UnsupportedOpError, match="QAdd"):
         qrt.InferenceSession(m)
+
+
+@pytest.mark.parametrize("op,ins,outs,match", [
+    ("Relu", ["x"], ["y", "z"], "has 2 output"),
+    ("Add", ["x"], ["y"], "has 1 input"),
+    ("Relu", ["x", "x"], ["y"], "has 2 input"),
+])
+def test_input_and_output_counts_follow_the_schema(op, ins, outs, match):
+    """An extra output would be filled with whatever the op returns; a missing input read as
+    another one. The counts are checked against the op's ONNX schema at load."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    g = helper.make_graph([helper.make_node(op, ins, outs, name="n")], "g", [x],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelLoadError, match=f"'n'.*{match}"):
+        qrt.InferenceSession(m)
+
+
+def test_if_branch_that_is_not_a_graph():
+    x = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    node = helper.make_node("If", ["c"], ["y"], name="cond", then_branch=3,
+                            else_branch=helper.make_graph([], "e", [], []))
+    g = helper.make_graph([node], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelLoadError, match="'cond'.*then_branch.*must be a graph"):
+        qrt.InferenceSession(m)
+
+
+def test_com_microsoft_ops_without_the_domain_import_run_as_version_1():
+    """onnxruntime's transformer optimizer can write com.microsoft nodes without importing the
+    domain; onnxruntime assumes version 1, and so does qrt."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    g = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")], "g", [x],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    xv = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
+    y = qrt.InferenceSession(m).run(None, {"x": xv})[0]
+    import math
+    want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in xv.reshape(-1)]).reshape(2, 3)
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)

@@ -291,12 +291,12 @@ def test_bad_contrib_node_names_itself():
 
 
 def test_unknown_contrib_ops_are_listed_as_unsupported():
-    nodes = [helper.make_node("QAttention", ["x"], ["y"], name="att", domain=MS),
+    nodes = [helper.make_node("NoSuchContribOp", ["x"], ["y"], name="att", domain=MS),
              helper.make_node("FancyOp", ["y"], ["z"], name="fancy", domain=MS)]
     model = _model(nodes, [("x", np.float32, [1, 2])], [("z", np.float32, [1, 2])], {})
     with pytest.raises(qrt.errors.UnsupportedOpError) as e:
         qrt.InferenceSession(model)
-    assert "QAttention" in str(e.value) and "FancyOp" in str(e.value)
+    assert "NoSuchContribOp" in str(e.value) and "FancyOp" in str(e.value)
 
 
 oq = pytest.importorskip("onnxruntime.quantization")
@@ -426,3 +426,34 @@ def test_qgemm_per_column_below_opset_13():
     (want,), (got,), (plain,) = _run_all(model, feeds)
     _codes_close(got, want)
     _codes_close(got, plain)
+
+
+def test_qgemm_b_scale_of_the_wrong_length_is_named():
+    model, feeds = _qgemm_model(np.uint8, True, 0, 1.0, True, True)
+    m = onnx.load_from_string(model)
+    for t in m.graph.initializer:
+        if t.name == "bs":
+            t.CopyFrom(numpy_helper.from_array(np.full(3, 0.01, np.float32), "bs"))
+        if t.name == "bz":
+            t.CopyFrom(numpy_helper.from_array(np.zeros(3, np.int8), "bz"))
+    with pytest.raises(ModelLoadError, match="b_scale has 3 values"):
+        qrt.InferenceSession(m.SerializeToString())
+
+
+@pytest.mark.parametrize("w_dtype,zp_dtype,attrs,match", [
+    (np.float32, np.float32, {}, "dtype float32"),
+    (np.int8, np.uint8, {}, "same type"),
+    (np.int8, np.int8, {"layout": 1}, "unknown attribute"),
+])
+def test_dynamic_quantize_lstm_bad_weights_named(w_dtype, zp_dtype, attrs, match):
+    rng = np.random.default_rng(6)
+    w = rng.integers(-100, 100, (1, 4, 8)).astype(w_dtype)
+    r = rng.integers(-100, 100, (1, 2, 8)).astype(np.int8)
+    inits = {"W": w, "R": r, "ws": np.array([0.01], np.float32), "wz": np.zeros(1, zp_dtype),
+             "rs": np.array([0.02], np.float32), "rz": np.zeros(1, np.int8)}
+    node = helper.make_node("DynamicQuantizeLSTM", ["x", "W", "R", "", "", "", "", "", "ws", "wz",
+                                                    "rs", "rz"], ["y"], domain=MS, hidden_size=2,
+                            **attrs)
+    model = _model([node], [("x", np.float32, [3, 2, 4])], [("y", np.float32, [3, 1, 2, 2])], inits)
+    with pytest.raises(ModelLoadError, match=match):
+        qrt.InferenceSession(model)
