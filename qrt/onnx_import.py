@@ -169,7 +169,17 @@ def _value_info(vi: onnx.ValueInfoProto) -> ir.TensorInfo:
     if tt is None:
         which = vi.type.WhichOneof("value")
         kind = {"sequence_type": "sequence", "optional_type": "optional"}.get(which, which)
-        return ir.TensorInfo(vi.name, kind=kind or "unknown")
+        elem = None  # the element tensor type of a sequence/optional, when declared
+        if which in ("sequence_type", "optional_type"):
+            et = getattr(vi.type, which).elem_type
+            if et.HasField("sequence_type"):  # optional(sequence(tensor))
+                et = et.sequence_type.elem_type
+            if et.HasField("tensor_type") and et.tensor_type.elem_type:
+                try:
+                    elem = np_dtype(et.tensor_type.elem_type)
+                except Exception:
+                    elem = None
+        return ir.TensorInfo(vi.name, elem, kind=kind or "unknown")
     dtype = np_dtype(tt.elem_type) if tt.elem_type else None
     shape = None
     if tt.HasField("shape"):

@@ -59,15 +59,15 @@ def _asks_for_dynamic(graph: ir.Graph) -> bool:
         return False
 
 
-def _from_python(name, x, dtype):
+def _from_python(what, x, dtype):
     """A Python scalar/list feed as an array of the input's dtype, refusing what would not survive
     the conversion exactly (1.7 into an integer input, 300 into uint8, ragged or string lists)."""
     try:
         raw = np.asarray(x)
     except ValueError as e:  # ragged nesting
-        raise InvalidFeedError(f"input '{name}': cannot make an array of this list ({e})") from None
+        raise InvalidFeedError(f"{what}: cannot make an array of this list ({e})") from None
     if raw.dtype.kind not in "biuf":
-        raise InvalidFeedError(f"input '{name}': a list of {raw.dtype.name} values is not a "
+        raise InvalidFeedError(f"{what}: a list of {raw.dtype.name} values is not a "
                                "numeric tensor")
     if dtype is None:
         return raw
@@ -76,13 +76,13 @@ def _from_python(name, x, dtype):
         try:
             arr = raw.astype(dtype)
         except (OverflowError, ValueError) as e:
-            raise InvalidFeedError(f"input '{name}': values do not fit {dtype.name} ({e})") from None
+            raise InvalidFeedError(f"{what}: values do not fit {dtype.name} ({e})") from None
         exact = (arr.astype(np.float64) == raw.astype(np.float64)) | (
             np.isnan(raw.astype(np.float64)) if dtype.kind == "f" else False)
     if dtype.kind != "f" and not np.all(exact):
         bad = raw.reshape(-1)[np.flatnonzero(~exact.reshape(-1))[0]]
         raise InvalidFeedError(
-            f"input '{name}': value {bad!r} is not representable as {dtype.name}")
+            f"{what}: value {bad!r} is not representable as {dtype.name}")
     return arr
 
 
@@ -146,6 +146,9 @@ class InferenceSession:
         self.dynamic_quantization = dynamic_quantization
         self._inputs = [_arg(t) for t in self._graph.inputs]
         self._kinds = {t.name: t.kind for t in self._graph.inputs}
+        # declared element types of sequence/optional inputs (None: not declared)
+        self._elem_dtypes = {t.name: t.dtype for t in self._graph.inputs
+                             if t.kind in ("sequence", "optional")}
         # (name, dtype) of every input when all are tensors of a declared type, for the fast
         # feed check; the input shape combinations already checked in full
         self._feed_types = tuple((a.name, np.dtype(a.dtype)) for a in self._inputs) if all(
@@ -212,6 +215,20 @@ class InferenceSession:
                                    f"{known}")
         return names
 
+    def _element(self, name, k, v):
+        """One tensor of a sequence/optional feed, of the declared element type."""
+        where = f"input '{name}'" + ("" if k is None else f" element {k}")
+        dt = self._elem_dtypes.get(name)
+        if not isinstance(v, np.ndarray):
+            if isinstance(v, (np.generic, int, float, bool, list, tuple)):
+                v = _from_python(where, v, dt)
+            else:
+                raise InvalidFeedError(f"{where}: expected a numpy array, got {type(v).__name__}")
+        if dt is not None and v.dtype != dt:
+            raise InvalidFeedError(f"{where}: expected dtype {np.dtype(dt).name}, got "
+                                   f"{v.dtype.name}")
+        return v
+
     def _check_feeds(self, input_feed) -> dict[str, np.ndarray]:
         # Fast path: the same input shapes as an earlier checked call, every feed a C-contiguous
         # array of the declared type (the full check below costs ~3 us a call).
@@ -258,14 +275,17 @@ class InferenceSession:
                 if not isinstance(x, (list, tuple)):
                     raise InvalidFeedError(f"input '{name}' is a sequence: pass a list of arrays, "
                                            f"not {type(x).__name__}")
-                feeds[name] = [np.asarray(v) for v in x]
+                feeds[name] = [self._element(name, k, v) for k, v in enumerate(x)]
                 continue
             if self._kinds[name] == "optional" and (x is None or isinstance(x, (list, tuple))):
-                feeds[name] = None if x is None else [np.asarray(v) for v in x]
+                feeds[name] = None if x is None else [self._element(name, k, v)
+                                                      for k, v in enumerate(x)]
                 continue
+            if self._kinds[name] == "optional":
+                x = self._element(name, None, x)
             if not isinstance(x, np.ndarray):
                 if isinstance(x, (np.generic, int, float, bool, list, tuple)):
-                    x = _from_python(name, x, arg.dtype)
+                    x = _from_python(f"input '{name}'", x, arg.dtype)
                 else:
                     raise InvalidFeedError(
                         f"input '{name}': expected a numpy array, got {type(x).__name__}")

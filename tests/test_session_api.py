@@ -230,3 +230,26 @@ def test_python_list_feeds_that_convert_exactly_run(elem, value, want):
 def test_big_endian_feed_is_named_as_such():
     with pytest.raises(InvalidFeedError, match="big-endian"):
         _typed_identity(TensorProto.FLOAT).run(None, {"a": np.ones(2, ">f4")})
+
+
+def _seq_concat_model():
+    s = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
+    g = helper.make_graph([helper.make_node("ConcatFromSequence", ["s"], ["y"], axis=0)], "g", [s],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return qrt.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("seq,match", [
+    ([np.ones((2, 3), np.float32), np.zeros((2, 3), np.int64)], "element 1: expected dtype float32"),
+    ([np.ones(2, np.float64)], "element 0: expected dtype float32"),
+    ([np.array(["a", "b"])], "element 0"),
+    ([object()], "expected a numpy array"),
+])
+def test_sequence_feed_elements_have_the_declared_type(seq, match):
+    with pytest.raises(InvalidFeedError, match=match):
+        _seq_concat_model().run(None, {"s": seq})
+
+
+def test_sequence_feed_of_the_declared_type_runs():
+    y = _seq_concat_model().run(None, {"s": [np.ones((1, 2), np.float32), [[2.0, 3.0]]]})[0]
+    np.testing.assert_array_equal(y, np.array([[1, 1], [2, 3]], np.float32))

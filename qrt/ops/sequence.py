@@ -127,6 +127,7 @@ def concat_from_sequence(seq, *, axis, new_axis):
     seq = _seq(seq)
     if not seq:
         raise ValueError("cannot concatenate an empty sequence")
+    _same_dtype(seq, "ConcatFromSequence")  # numpy would promote a mixed sequence silently
     rank = np.ndim(seq[0])
     top = rank + 1 if new_axis else rank
     if not -top <= axis < top:
