@@ -93,6 +93,13 @@ def _implicit(args, names):
     return args[:-k], dict(zip(names, args[-k:]))
 
 
+def _bool(x, what, label):
+    """A condition must be a bool tensor (a float NaN would otherwise count as true)."""
+    if isinstance(x, (np.ndarray, np.generic)) and np.asarray(x).dtype != np.bool_:
+        raise NodeExecutionError(f"{label}: {what} must be bool, got {_describe(x)}")
+    return x
+
+
 def _scalar(x, what, label, dtype=None):
     if not isinstance(x, np.ndarray) and not isinstance(x, np.generic):
         raise NodeExecutionError(f"{label}: {what} must be a tensor, got {_describe(x)}")
@@ -142,7 +149,7 @@ def _bind_if(*, then_branch, else_branch, ctx=None, **kw):
 
     def if_step(cond, *rest):
         _, implicit = _implicit((cond,) + rest, names)
-        c = bool(_scalar(cond, "the condition", label))
+        c = bool(_scalar(_bool(cond, "the condition", label), "the condition", label))
         return tuple((then_b if c else else_b).run((), implicit))
     return if_step
 
@@ -168,8 +175,12 @@ def _bind_loop(*, body, ctx=None, **kw):
         m, cond, carried = args[0], args[1], list(args[2:])
         n = len(carried)
         k = n_out - n
+        if m is not None and np.asarray(m).dtype != np.int64:
+            raise NodeExecutionError(f"{label}: the trip count M must be int64, got "
+                                     f"{_describe(m)}")
         trip = None if m is None else int(_scalar(m, "the trip count M", label))
-        go = True if cond is None else bool(_scalar(cond, "the condition", label))
+        go = True if cond is None else bool(_scalar(_bool(cond, "the condition", label),
+                                                    "the condition", label))
         scans = [[] for _ in range(k)]
         i = 0
         # The body's condition output is honoured even when the cond input is omitted (as
@@ -179,7 +190,8 @@ def _bind_loop(*, body, ctx=None, **kw):
                 outs = b.run([np.array(i, dtype=np.int64), np.array(go)] + carried, implicit)
             except NodeExecutionError as e:
                 raise NodeExecutionError(f"{label}, iteration {i}: {e}") from e
-            go = bool(_scalar(outs[0], f"the body's condition output (iteration {i})", label))
+            what = f"the body's condition output (iteration {i})"
+            go = bool(_scalar(_bool(outs[0], what, label), what, label))
             carried = list(outs[1:1 + n])
             for j in range(k):
                 scans[j].append(outs[1 + n + j])
@@ -217,6 +229,10 @@ def _bind_scan(*, body, num_scan_inputs, scan_input_axes=None, scan_input_direct
     m = int(num_scan_inputs)
     in_axes = list(scan_input_axes or [0] * m)
     in_dirs = list(scan_input_directions or [0] * m)
+    for attr, dirs in (("scan_input_directions", in_dirs),
+                       ("scan_output_directions", list(scan_output_directions or []))):
+        if any(d not in (0, 1) for d in dirs):
+            raise NodeExecutionError(f"{label}: {attr} {dirs} must be 0 (forward) or 1 (reverse)")
 
     def scan_step(*args):
         args, implicit = _implicit(args, names)

@@ -81,6 +81,8 @@ def fused_matmul(a, b, *, alpha, transA, transB, transBatchA, transBatchB):
 def _rms_norm(x, gamma, epsilon, axis=-1):
     r = x.ndim
     ax = axis + r if axis < 0 else axis
+    if not 0 <= ax < r:
+        raise ValueError(f"axis {axis} is out of range for an input of rank {r}")
     sd = np.float32 if x.dtype == np.float16 else x.dtype
     xw = x.astype(sd, copy=False)
     axes = tuple(range(ax, r))

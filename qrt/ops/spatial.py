@@ -91,6 +91,9 @@ def _max_unpool(x, indices, output_shape, kernel_shape, pads, strides):
     pads = [int(p) for p in pads] if pads else [0] * (2 * nd)
     if len(strides) != nd or len(pads) != 2 * nd:
         raise ValueError(f"{op}: strides {strides} / pads {pads} do not match {nd} spatial axes")
+    if min(kernel + strides) < 1 or min(pads) < 0:
+        raise ValueError(f"{op}: kernel_shape {kernel} and strides {strides} must be >= 1, pads "
+                         f"{pads} >= 0")
     if indices.shape != x.shape:
         raise ValueError(f"{op}: indices shape {list(indices.shape)} differs from X's "
                          f"{list(x.shape)}")
@@ -152,6 +155,9 @@ def col2im(x, image_shape, block_shape, *, dilations, pads, strides):
     pd = [int(v) for v in pads] if pads else [0] * (2 * nd)
     if len(dil) != nd or len(st) != nd or len(pd) != 2 * nd:
         raise ValueError(f"{op}: dilations/strides/pads do not match {nd} spatial axes")
+    if min(dil + st + blk) < 1 or min(pd) < 0 or min(img) < 1:
+        raise ValueError(f"{op}: dilations {dil}, strides {st}, block_shape {blk} and "
+                         f"image_shape {img} must be >= 1, pads {pd} >= 0")
     kprod = math.prod(blk)
     if kprod <= 0 or x.shape[1] % kprod:
         raise ValueError(f"{op}: dimension 1 ({x.shape[1]}) is not a multiple of "
@@ -322,6 +328,8 @@ def affine_grid(theta, size, *, align_corners):
     sz = [int(v) for v in np.asarray(size).reshape(-1)]
     if len(sz) not in (4, 5):
         raise ValueError(f"{op}: size must have 4 or 5 entries, got {sz}")
+    if min(sz) < 0:
+        raise ValueError(f"{op}: size {sz} has a negative entry")
     nd = len(sz) - 2
     if theta.shape != (sz[0], nd, nd + 1):
         raise ValueError(f"{op}: theta must have shape [{sz[0]}, {nd}, {nd + 1}] for size {sz}, "
@@ -357,6 +365,9 @@ def _roi_align(x, rois, batch_indices, mode, output_height, output_width, sampli
                spatial_scale, half_pixel):
     op = "RoiAlign"
     wd = _wd(x, op)
+    if sampling_ratio < 0 or output_height < 1 or output_width < 1:
+        raise ValueError(f"{op}: sampling_ratio {sampling_ratio} must be >= 0 and output_height/"
+                         f"output_width ({output_height}, {output_width}) >= 1")
     if x.ndim != 4:
         raise ValueError(f"{op}: X must be [N, C, H, W], got shape {list(x.shape)}")
     if rois.ndim != 2 or rois.shape[1] != 4:

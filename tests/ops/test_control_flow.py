@@ -565,3 +565,20 @@ def test_three_levels_of_nesting(c, c2):
     same(run_qrt(_deep_model(True), feeds), run_ort(_deep_model(False), feeds))
     loop = qrt.InferenceSession(_deep_model(True))._graph.nodes[0]
     assert loop.inputs[3:] == ["c2", "x", "X", "w"]  # every level's outer reads, on the Loop
+
+
+def test_conditions_must_be_bool_and_trip_counts_int64():
+    """A float condition would count NaN as true; a float trip count 2.7 would run 2 times."""
+    then_g = graph([mk("Identity", ["x"], ["t"])], [], [vi("t", F, [3])], name="then")
+    else_g = graph([mk("Neg", ["x"], ["e"])], [], [vi("e", F, [3])], name="else")
+    m = model([mk("If", ["c"], ["y"], name="the_if", then_branch=then_g, else_branch=else_g)],
+              [vi("x", F, [3]), vi("c", F, [])], [vi("y", F, [3])])
+    with pytest.raises(NodeExecutionError, match="the_if.*condition must be bool"):
+        run_qrt(m, {"x": np.ones(3, np.float32), "c": np.float32(np.nan)})
+    body = graph([mk("Identity", ["cin"], ["cout"]), mk("Add", ["v", "one"], ["v2"])],
+                 [vi("i", TensorProto.INT64, []), vi("cin", B, []), vi("v", F, [3])],
+                 [vi("cout", B, []), vi("v2", F, [3])], [init("one", np.float32(1.0))], "body")
+    m = model([mk("Loop", ["M", "", "x"], ["y"], name="the_loop", body=body)],
+              [vi("x", F, [3]), vi("M", F, [])], [vi("y", F, [3])])
+    with pytest.raises(NodeExecutionError, match="the_loop.*trip count M must be int64"):
+        run_qrt(m, {"x": np.ones(3, np.float32), "M": np.float32(2.7)})

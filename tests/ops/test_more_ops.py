@@ -942,3 +942,23 @@ def test_recurrent_bad_inputs(op):
     x2 = f32(3, 2, 5)
     m = _model(op, {"x": x2}, consts, attrs={"hidden_size": 4}, opset=14, input_order=order)
     _fails(m, {"x": x2}, "input size 5")
+
+
+@pytest.mark.parametrize("op,feeds,consts,attrs,opset,match", [
+    ("Col2Im", {"x": np.zeros((1, 8, 2), np.float32)},
+     {"img": np.array([3, 3], np.int64), "blk": np.array([2, 2], np.int64)},
+     {"pads": [-1, -1, -1, -1]}, 18, "pads"),
+    ("Col2Im", {"x": np.zeros((1, 8, 20), np.float32)},
+     {"img": np.array([4, 5], np.int64), "blk": np.array([2, 2], np.int64)},
+     {"dilations": [0, 0]}, 18, "dilations"),
+    ("AffineGrid", {"t": np.zeros((1, 2, 3), np.float32)},
+     {"size": np.array([1, 2, -3, 4], np.int64)}, {}, 20, "negative"),
+    ("MaxUnpool", {"x": np.ones((1, 1, 2, 2), np.float32), "i": np.zeros((1, 1, 2, 2), np.int64)},
+     {}, {"kernel_shape": [2, 2], "strides": [0, 0]}, 18, "strides"),
+    ("RoiAlign", {"x": np.ones((2, 3, 8, 8), np.float32), "r": np.array([[0, 0, 4, 4]], np.float32),
+                  "b": np.array([0], np.int64)}, {}, {"sampling_ratio": -2}, 16, "sampling_ratio"),
+], ids=["col2im_pads", "col2im_dilations", "affine_grid_size", "max_unpool_strides",
+        "roi_align_sampling_ratio"])
+def test_invalid_attributes_are_refused(op, feeds, consts, attrs, opset, match):
+    with pytest.raises(NodeExecutionError, match=f"the_node.*{match}"):
+        _run(_model(op, feeds, consts, attrs, opset=opset), feeds)
