@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from qrt import ir
-from qrt.errors import InvalidFeedError, QrtError
+from qrt.errors import InvalidFeedError, NodeExecutionError, QrtError
 
 _TYPE_NAMES = {
     np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.float16): "float16",
@@ -57,6 +57,12 @@ def _asks_for_dynamic(graph: ir.Graph) -> bool:
         return json.loads(graph.metadata.get("qrt.quantization", "{}")).get("mode") == "dynamic"
     except (ValueError, AttributeError):
         return False
+
+
+def _describe_value(v) -> str:
+    if isinstance(v, np.ndarray):
+        return f"{v.dtype.name}{list(v.shape)}"
+    return type(v).__name__
 
 
 def _from_python(what, x, dtype):
@@ -156,6 +162,9 @@ class InferenceSession:
             for a in self._inputs) else ()
         self._checked_shapes: set = set()
         self._outputs = [_arg(t) for t in self._graph.outputs]
+        # declared tensor output types, checked after each run (a wrong type is never handed out)
+        self._declared_out = {t.name: np.dtype(t.dtype) for t in self._graph.outputs
+                              if t.kind == "tensor" and t.dtype is not None}
         if device == "cuda":  # CUDA kernels where they exist, CPU ops elsewhere (qrt.cuda_plan)
             from qrt.cuda_plan import CudaPlan
             self._plan = CudaPlan(self._graph, threads)
@@ -180,6 +189,14 @@ class InferenceSession:
         names = self._output_names(output_names)
         feeds = self._check_feeds(input_feed)
         results = self._execute(feeds, names)
+        declared = self._declared_out
+        for n, r in zip(names, results):
+            want = declared.get(n)
+            if want is not None and getattr(r, "dtype", want) != want:
+                raise NodeExecutionError(
+                    f"output '{n}' came out as {_describe_value(r)}, but the model declares it "
+                    f"{np.dtype(want).name}: the model is inconsistent (or an op's result type "
+                    "is wrong)")
         # Never hand out an array that aliases a weight or a caller's feed.
         return [self._owned(r, feeds) for r in results]
 

@@ -253,3 +253,14 @@ def test_sequence_feed_elements_have_the_declared_type(seq, match):
 def test_sequence_feed_of_the_declared_type_runs():
     y = _seq_concat_model().run(None, {"s": [np.ones((1, 2), np.float32), [[2.0, 3.0]]]})[0]
     np.testing.assert_array_equal(y, np.array([[1, 1], [2, 3]], np.float32))
+
+
+def test_an_output_of_another_type_than_declared_is_refused():
+    """A model whose output is declared float but computes int64 (onnxruntime refuses it at
+    load): the run names the output instead of handing out the other type."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    g = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT64)], "g", [x],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    s = qrt.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(qrt.errors.NodeExecutionError, match="output 'y'.*int64.*declares it float32"):
+        s.run(None, {"x": np.ones(2, np.float32)})
