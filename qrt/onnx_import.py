@@ -537,8 +537,7 @@ def _constants_to_initializers(nodes, inits, outputs, opset, label, folded):
     out_names = {o.name for o in outputs}
     kept = []
     for node in nodes:
-        if node.op_type != "Constant" or node.domain != "" or node.outputs[0] in out_names \
-                or node.outputs[0] in inits:
+        if node.op_type != "Constant" or node.domain != "" or node.outputs[0] in inits:
             kept.append(node)
             continue
         opdef = resolve("Constant", "", opset)
@@ -550,6 +549,9 @@ def _constants_to_initializers(nodes, inits, outputs, opset, label, folded):
             value = opdef.fn(**kwargs)
         except Exception as e:
             raise ModelLoadError(f"{label}: {node.label()}: bad value: {e}") from e
+        if node.outputs[0] in out_names:  # checked, but kept: copied out on each run
+            kept.append(node)
+            continue
         inits[node.outputs[0]] = value
         folded[node.name] = {"precision": "float", "kernel": "folded at load",
                              "reason": "Constant node: its value is stored as an initializer"}

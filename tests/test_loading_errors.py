@@ -286,3 +286,11 @@ def test_com_microsoft_ops_without_the_domain_import_run_as_version_1():
     import math
     want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in xv.reshape(-1)]).reshape(2, 3)
     np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)
+
+
+def test_constant_without_value_that_is_a_graph_output_fails_at_load():
+    g = helper.make_graph([helper.make_node("Constant", [], ["y"], name="k")], "g", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelLoadError, match="'k'.*bad value"):
+        qrt.InferenceSession(m)
