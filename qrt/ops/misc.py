@@ -12,6 +12,8 @@ import numpy as np
 from qrt.ops import tensor as _tensor
 from qrt.ops.registry import REQUIRED, register
 
+_axis = _tensor._norm_axis
+
 
 def _float(x, op, what="input"):
     if x.dtype.kind != "f":
@@ -19,12 +21,6 @@ def _float(x, op, what="input"):
     return np.dtype(np.float32) if x.dtype.itemsize < 4 else x.dtype
 
 
-def _axis(axis, rank, op, what="axis"):
-    axis = int(axis)
-    if not -rank <= axis < rank:
-        raise ValueError(f"{op}: {what} {axis} is out of range for a rank-{rank} input "
-                         f"(valid: {-rank}..{rank - 1})")
-    return axis + rank if axis < 0 else axis
 
 
 # --------------------------------------------------------------------------------------------
