@@ -499,9 +499,15 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     folded: dict[str, dict] = {}
     order = [(n.name, n.op_type) for n in nodes]
     nodes = _constants_to_initializers(nodes, inits, outputs, opsets[""], label, folded)
-    value_info = _infer_shapes(proto) if proto.ByteSize() < (1 << 31) else {}
+    small = proto.ByteSize() < (1 << 31)
+    value_info = _infer_shapes(proto) if small else {}
     if any(contrib.expandable(n) for n in nodes):
-        nodes = _expand_contrib(nodes, inits, opsets[""], value_info, label)
+        known = set(inits)
+        expansions: dict[str, list[ir.Node]] = {}
+        nodes = _expand_contrib(nodes, inits, opsets[""], value_info, label, expansions)
+        if small:  # shapes past the contrib ops, which onnx's inference does not know
+            value_info = _infer_shapes(_with_expansions(proto, expansions, {
+                k: v for k, v in inits.items() if k not in known})) or value_info
     graph = ir.Graph(nodes, inputs, outputs, inits, {}, opsets, g.name, label)
     graph.folded = folded
     graph.source_nodes = order
@@ -515,8 +521,28 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
     return graph
 
 
-def _expand_contrib(nodes, inits, opset, value_info, label):
-    """onnxruntime's quantized com.microsoft ops as standard DQ -> op -> Q nodes (qrt/contrib.py)."""
+def _with_expansions(proto, expansions, new_inits) -> onnx.ModelProto:
+    """A copy of `proto` with each expanded contrib node replaced by its standard nodes (and their
+    new constants), for shape inference only."""
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    del m.graph.node[:]
+    for n in proto.graph.node:
+        new = expansions.get(n.output[0]) if n.output else None
+        if new is None:
+            m.graph.node.append(n)
+            continue
+        for e in new:
+            m.graph.node.append(helper.make_node(e.op_type, e.inputs, e.outputs, e.name, **{
+                k: v for k, v in e.attrs.items() if not isinstance(v, np.ndarray)}))
+    for k, v in new_inits.items():
+        m.graph.initializer.append(numpy_helper.from_array(np.asarray(v), k))
+    return m
+
+
+def _expand_contrib(nodes, inits, opset, value_info, label, expansions=None):
+    """onnxruntime's quantized com.microsoft ops as standard DQ -> op -> Q nodes (qrt/contrib.py).
+    `expansions`, when given, receives {first output of the contrib node: its new nodes}."""
     out = []
     for node in nodes:
         if not contrib.expandable(node):
@@ -526,7 +552,10 @@ def _expand_contrib(nodes, inits, opset, value_info, label):
         info = value_info.get(first)
         rank = len(info.shape) if info is not None and info.shape is not None else (
             inits[first].ndim if first in inits else None)
-        out.extend(contrib.expand(node, inits, opset, rank, label))
+        new = contrib.expand(node, inits, opset, rank, label)
+        if expansions is not None and node.outputs:
+            expansions[node.outputs[0]] = new
+        out.extend(new)
     return out
 
 

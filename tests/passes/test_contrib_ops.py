@@ -318,13 +318,18 @@ def _cnn():
         helper.make_node("AveragePool", ["a"], ["ap"], name="avgpool", kernel_shape=[2, 2],
                          strides=[2, 2]),
         helper.make_node("Conv", ["ap", "w3", "b3"], ["c3"], name="conv3"),
-        helper.make_node("Concat", ["ap", "c3"], ["cat"], name="concat", axis=1),
+        # after two contrib ops (QLinearAdd, QLinearAveragePool): shapes must be inferred past
+        # them for the BatchNormalization region to become the conv's table
+        helper.make_node("BatchNormalization", ["c3", "bn_s", "bn_b", "bn_m", "bn_v"], ["c3b"],
+                         name="bn3"),
+        helper.make_node("Concat", ["ap", "c3b"], ["cat"], name="concat", axis=1),
         helper.make_node("GlobalAveragePool", ["cat"], ["g"], name="gap"),
         helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], name="fc", transB=1),
     ]
     inits = {"w1": w(8, 3, 3, 3), "b1": w(8), "w2": w(8, 8, 3, 3), "b2": w(8), "w3": w(8, 8, 1, 1),
-             "b3": w(8), "wg": w(10, 16), "bg": w(10)}
+             "b3": w(8), "wg": w(10, 16), "bg": w(10), "bn_s": w(8) + 1, "bn_b": w(8),
+             "bn_m": w(8), "bn_v": np.abs(w(8)) + 0.5}
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                      [1, 3, 16, 16])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
@@ -360,7 +365,7 @@ def test_onnxruntime_qoperator_model(tmp_path, act, per_channel):
     assert np.abs(got - plain).max() <= QUANT_STEPS * step * 1.001
     report = {e["op_type"]: e for e in qrt.InferenceSession(str(dst)).lowering_report()}
     for op in ("QLinearConv", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
-               "QLinearGlobalAveragePool", "QGemm"):
+               "QLinearGlobalAveragePool", "QGemm", "BatchNormalization"):
         assert report[op]["precision"] == "int8", report[op]
 
 
