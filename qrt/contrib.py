@@ -211,7 +211,20 @@ def _matmul_to_float(b: _Builder, qa: str, qb: str, za: str, zb: str, scale: str
         b.emit("Add", [y, bias], [out])
 
 
+def _check_column_params(b: _Builder, k_b: int, ks: tuple[int, ...], names: tuple[str, ...]):
+    """Per-column scale/zero point lengths against a constant B (N columns): 1 or N."""
+    bv = b.inits.get(b.inp(k_b))
+    if bv is None or np.ndim(bv) < 2:
+        return
+    n = np.shape(bv)[-1]
+    for k, name in zip(ks, names):
+        v = b.inits.get(b.inp(k, False)) if b.inp(k, False) else None
+        if v is not None and np.size(v) not in (1, n):
+            raise b.fail(f"{name} has {np.size(v)} values; B {list(np.shape(bv))} has {n} columns")
+
+
 def _dynamic_quantize_matmul(b: _Builder):
+    _check_column_params(b, 1, (2, 3), ("b_scale", "b_zero_point"))
     qa, sa, za = b.value("qa"), b.value("sa"), b.value("za")
     b.emit("DynamicQuantizeLinear", [b.inp(0)], [qa, sa, za])
     scale = b.emit("Mul", [sa, b.inp(2)])
@@ -219,6 +232,7 @@ def _dynamic_quantize_matmul(b: _Builder):
 
 
 def _matmul_integer_to_float(b: _Builder):
+    _check_column_params(b, 1, (3, 5), ("b_scale", "b_zero_point"))
     za = b.inp(4, False)
     if not za:  # MatMulInteger needs its a zero point spelled out to take b's
         za = b.const("za", np.zeros((), np.uint8))

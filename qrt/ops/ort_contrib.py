@@ -83,7 +83,7 @@ def _rms_norm(x, gamma, epsilon, axis=-1):
     ax = axis + r if axis < 0 else axis
     if not 0 <= ax < r:
         raise ValueError(f"axis {axis} is out of range for an input of rank {r}")
-    sd = np.float32 if x.dtype == np.float16 else x.dtype
+    sd = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
     xw = x.astype(sd, copy=False)
     axes = tuple(range(ax, r))
     ms = np.mean(xw * xw, axis=axes, keepdims=True)

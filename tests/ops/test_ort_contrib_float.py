@@ -105,3 +105,25 @@ def test_bias_of_wrong_length_named():
     m = _model(node, {"x": X}, 1, {"bias": np.ones(7, np.float32)})
     with pytest.raises(qrt.errors.QrtError, match="fg.*bias"):
         qrt.InferenceSession(m, threads=1).run(None, {"x": X})
+
+
+def test_simplified_layer_normalizations_in_float16():
+    """float16 statistics are taken in float32, as onnxruntime does."""
+    x16 = X.astype(np.float16)
+    skip = rng.normal(0, 1, X.shape).astype(np.float16)
+    gamma = rng.normal(1, 0.1, 16).astype(np.float16)
+    for node, feeds in (
+            (helper.make_node("SkipSimplifiedLayerNormalization", ["x", "skip", "gamma"], ["y"],
+                              domain=MS, epsilon=1e-6), {"x": x16, "skip": skip}),
+            (helper.make_node("SimplifiedLayerNormalization", ["x", "gamma"], ["y"], axis=-1,
+                              epsilon=1e-5), {"x": x16})):
+        ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT16, list(v.shape))
+               for k, v in feeds.items()]
+        g = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+                              [numpy_helper.from_array(gamma, "gamma")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(MS, 1)])
+        m.ir_version = 8
+        want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        got = qrt.InferenceSession(m.SerializeToString(), threads=1).run(None, feeds)[0]
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=2e-3)

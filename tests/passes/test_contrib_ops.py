@@ -462,3 +462,11 @@ def test_dynamic_quantize_lstm_bad_weights_named(w_dtype, zp_dtype, attrs, match
     model = _model([node], [("x", np.float32, [3, 2, 4])], [("y", np.float32, [3, 1, 2, 2])], inits)
     with pytest.raises(ModelLoadError, match=match):
         qrt.InferenceSession(model)
+
+
+def test_dynamic_quantize_matmul_b_scale_of_the_wrong_length_is_named():
+    inits = {"b": np.zeros((8, 5), np.int8), "bs": np.full(3, 0.01, np.float32)}
+    node = helper.make_node("DynamicQuantizeMatMul", ["a", "b", "bs"], ["y"], name="dqm", domain=MS)
+    model = _model([node], [("a", np.float32, [2, 8])], [("y", np.float32, [2, 5])], inits)
+    with pytest.raises(ModelLoadError, match="dqm.*b_scale has 3 values"):
+        qrt.InferenceSession(model)
