@@ -140,6 +140,23 @@ def make_feeds(sess, specs, seed: int = 0, batch: int | None = None) -> dict[str
     return feeds
 
 
+def run_checked(sess, feeds, specs):
+    """sess.run, with a hint when it fails on random inputs whose symbolic dims were set to 1 (a
+    CNN with symbolic H and W fails its pools at 1x1): the user should give real inputs."""
+    from qrt.errors import QrtError
+
+    try:
+        return sess.run(None, feeds)
+    except QrtError as e:
+        given = {spec.split("=", 1)[0] for spec in specs or []}
+        symbolic = [i.name for i in sess.get_inputs() if i.name not in given
+                    and any(not isinstance(d, int) for d in (i.shape or [])[1:])]
+        if not symbolic:
+            raise
+        raise CliError(f"{_one_line(e)} (random inputs: the symbolic dimensions of {symbolic} "
+                       "were set to 1; pass real ones with --input NAME=FILE.npy)") from e
+
+
 def summarize(arr: np.ndarray, first: int = 6) -> str:
     a = np.asarray(arr)
     if a.size == 0:
@@ -172,7 +189,7 @@ def cmd_run(args) -> int:
     for name, x in feeds.items():
         print(f"input  {name}: shape {list(x.shape)} {x.dtype.name}")
     t0 = time.perf_counter()
-    outs = sess.run(None, feeds)
+    outs = run_checked(sess, feeds, args.input)
     dt = time.perf_counter() - t0
     if args.save:
         if os.path.exists(args.save) and not os.path.isdir(args.save):
@@ -406,6 +423,7 @@ def bench(model: str, threads: int | None = None, batch: int | None = None, warm
             ort_sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise CliError(f"onnxruntime cannot load {model}: {str(e).splitlines()[0]}") from None
+    run_checked(sess, feeds, specs)
     for _ in range(warmup):
         sess.run(None, feeds)
         if ort_sess is not None:

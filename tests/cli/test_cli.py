@@ -378,3 +378,19 @@ def test_warmup_with_symbolic_dims_says_how_to_pass_real_shapes(capsys, tmp_path
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 4, 4), np.float32))
     rc, out, err = run_cli(capsys, "warmup", path, "--input", f"x={tmp_path / 'x.npy'}")
     assert rc == 0 and "graph cached" in out
+
+
+@pytest.mark.parametrize("cmd", ["run", "bench"])
+def test_random_inputs_with_symbolic_spatial_dims_hint_at_input(capsys, tmp_path, cmd):
+    """Symbolic H and W become 1 for random inputs; a 3x3 conv then cannot run. The error says so
+    and points at --input."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 3, 3], rng.normal(size=9).tolist())
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], "g", [x], [y], [w])
+    path = tmp_path / "sym.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    args = [cmd, path] + (["--runs", "1", "--warmup", "0"] if cmd == "bench" else [])
+    rc, _, err = run_cli(capsys, *args)
+    assert_clean_error(rc, err, "symbolic dimensions", "--input")
