@@ -3,8 +3,9 @@
 onnxruntime's quantizer writes these in QOperator format (quant_format=QOperator) and ONNX model
 zoo int8 models carry them: QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
 QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearSoftmax, QLinearWhere, QGemm,
-DynamicQuantizeMatMul, MatMulIntegerToFloat, DynamicQuantizeLSTM, and com.microsoft
-QuantizeLinear/DequantizeLinear (16-bit and 4-bit types before opset 21).
+DynamicQuantizeMatMul, MatMulIntegerToFloat, DynamicQuantizeLSTM, MatMulNBits (2/4/8-bit
+weight-only, dequantized once at load), and com.microsoft QuantizeLinear/DequantizeLinear (16-bit
+and 4-bit types before opset 21).
 
 Each is defined as dequantize -> float op -> quantize, so at load time it becomes exactly that
 subgraph of standard nodes: DequantizeLinear -> Add -> QuantizeLinear, and so on. The unoptimised
@@ -288,6 +289,74 @@ _LSTM_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip", "di
                "hidden_size", "input_forget"}
 
 
+def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Rows of `bits`-wide unsigned codes packed little end first into bytes, `count` per row."""
+    per = 8 // bits
+    rows = packed.reshape(packed.shape[0], -1).astype(np.uint8)
+    shifts = (np.arange(per, dtype=np.uint8) * bits)
+    codes = (rows[:, :, None] >> shifts) & np.uint8((1 << bits) - 1)
+    return codes.reshape(rows.shape[0], -1)[:, :count]
+
+
+def _matmul_nbits(b: _Builder):
+    """MatMulNBits (onnxruntime's 2/4/8-bit weight-only MatMul): Y = A . dequant(B)^T (+ bias),
+    with B [N, blocks, blob] holding `bits`-wide codes (low bits first), a scale per (column,
+    block) and a zero point per (column, block) (packed codes, or floats; 2^(bits-1) when absent),
+    blocks along K or chosen by g_idx. The weight is dequantized once at load to a float32 [K, N]
+    constant, as qrt runs other blocked weight-only models."""
+    a = b.node.attrs
+    for req in ("K", "N", "block_size"):
+        if req not in a:
+            raise b.fail(f"missing required attribute '{req}'")
+    k, n, bs, bits = int(a["K"]), int(a["N"]), int(a["block_size"]), int(a.get("bits", 4))
+    if bits not in (2, 4, 8) or bs < 1 or k < 1 or n < 1:
+        raise b.fail(f"bits={bits} (2, 4 or 8), block_size={bs}, K={k}, N={n} are not valid")
+    nblk = -(-k // bs)
+    q = b.inits.get(b.inp(1))
+    sc = b.inits.get(b.inp(2))
+    zname, gname, bias = b.inp(3, False), b.inp(4, False), b.inp(5, False)
+    zp = b.inits.get(zname) if zname else None
+    gi = b.inits.get(gname) if gname else None
+    if q is None or sc is None or (zname and zp is None) or (gname and gi is None):
+        raise b.fail("B, scales, zero_points and g_idx must be constants")
+    q = np.asarray(q)
+    if q.dtype != np.uint8 or q.size != n * nblk * (bs * bits // 8):
+        raise b.fail(f"B is {q.dtype.name}{list(q.shape)}; expected uint8 [{n}, {nblk}, "
+                     f"{bs * bits // 8}] for K={k}, N={n}, block_size={bs}, bits={bits}")
+    sc = np.asarray(sc, np.float32).reshape(-1)
+    if sc.size != n * nblk:
+        raise b.fail(f"scales has {sc.size} values; expected N * blocks = {n * nblk}")
+    from qrt.ops.quant import check_scale
+    check_scale(sc, f"{b.label}: {b.node.label()}", "scales")
+    codes = _unpack_bits(q.reshape(n, -1), bits, nblk * bs).reshape(n, nblk * bs)[:, :k]
+    if zp is None:
+        z = np.full((n, nblk), float(1 << (bits - 1)), np.float32)
+    elif np.asarray(zp).dtype == np.uint8:
+        z = _unpack_bits(np.asarray(zp).reshape(n, -1), bits, nblk).astype(np.float32)
+    else:
+        z = np.asarray(zp, np.float32).reshape(-1)
+        if z.size != n * nblk:
+            raise b.fail(f"zero_points has {z.size} values; expected {n * nblk}")
+        z = z.reshape(n, nblk)
+    if gi is not None and zp is not None and np.asarray(zp).dtype == np.uint8:
+        # onnxruntime's kernel ignores packed zero points when g_idx is given (it takes 2^(bits-1))
+        # while its documentation indexes them by g_idx: no meaning to follow with confidence
+        raise b.fail("g_idx together with packed uint8 zero_points is not supported (give the "
+                     "zero points as floats)")
+    if gi is not None:
+        blk = np.asarray(gi).reshape(-1).astype(np.int64)
+        if blk.size != k or blk.min(initial=0) < 0 or blk.max(initial=0) >= nblk:
+            raise b.fail(f"g_idx must hold {k} block indices in [0, {nblk})")
+    else:
+        blk = np.arange(k) // bs
+    w = (codes.astype(np.float32) - z[:, blk]) * sc.reshape(n, nblk)[:, blk]  # [N, K]
+    wt = b.const("w", np.ascontiguousarray(w.T.astype(np.float32)))
+    out = b.node.outputs[0]
+    y = b.emit("MatMul", [b.inp(0), wt], None if bias else [out], main=True)
+    if bias:
+        b.emit("Add", [y, bias], [out])
+
+
 def _qdq(b: _Builder, op: str):
     node = b.node
     b.nodes.append(ir.Node(op, list(node.inputs), list(node.outputs), dict(node.attrs), node.name, ""))
@@ -308,6 +377,7 @@ EXPANSIONS = {
     "DynamicQuantizeMatMul": lambda b, r: _dynamic_quantize_matmul(b),
     "MatMulIntegerToFloat": lambda b, r: _matmul_integer_to_float(b),
     "DynamicQuantizeLSTM": lambda b, r: _dynamic_quantize_lstm(b),
+    "MatMulNBits": lambda b, r: _matmul_nbits(b),
     "QuantizeLinear": lambda b, r: _qdq(b, "QuantizeLinear"),
     "DequantizeLinear": lambda b, r: _qdq(b, "DequantizeLinear"),
 }

@@ -470,3 +470,60 @@ def test_dynamic_quantize_matmul_b_scale_of_the_wrong_length_is_named():
     model = _model([node], [("a", np.float32, [2, 8])], [("y", np.float32, [2, 5])], inits)
     with pytest.raises(ModelLoadError, match="dqm.*b_scale has 3 values"):
         qrt.InferenceSession(model)
+
+
+def _pack(codes, bits):
+    """Rows of codes -> bytes, low bits first (MatMulNBits' layout)."""
+    per = 8 // bits
+    rows, cnt = codes.shape
+    pad = (-cnt) % per
+    c = np.concatenate([codes, np.zeros((rows, pad), codes.dtype)], 1).reshape(rows, -1, per)
+    return sum((c[:, :, j].astype(np.uint8) << (j * bits)) for j in range(per)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bits,k,block,zp_kind,bias,g_idx", [
+    (4, 64, 16, "packed", False, False), (4, 64, 16, "none", True, False),
+    (4, 40, 16, "float", False, False), (8, 64, 32, "packed", True, False),
+    (4, 64, 16, "float", False, True), (4, 64, 16, "none", True, True),
+])
+def test_matmul_nbits(bits, k, block, zp_kind, bias, g_idx):
+    """MatMulNBits runs as MatMul with its weight dequantized at load: equal (FLOAT_RTOL) to
+    onnxruntime's kernel at its default accuracy level (float)."""
+    rng = np.random.default_rng(14)
+    n = 6
+    nblk = -(-k // block)
+    codes = rng.integers(0, 1 << bits, (n, nblk * block)).astype(np.uint8)
+    inits = {"B": _pack(codes, bits).reshape(n, nblk, block * bits // 8),
+             "s": rng.uniform(0.01, 0.1, n * nblk).astype(np.float32)}
+    ins = ["a", "B", "s"]
+    if zp_kind == "packed":
+        inits["z"] = _pack(rng.integers(0, 1 << bits, (n, nblk)).astype(np.uint8), bits).reshape(-1)
+    elif zp_kind == "float":
+        inits["z"] = rng.uniform(0, (1 << bits) - 1, n * nblk).astype(np.float32)
+    ins.append("z" if zp_kind != "none" else "")
+    if g_idx:
+        inits["g"] = rng.permutation(np.arange(k) // block).astype(np.int32)
+    ins.append("g" if g_idx else "")
+    if bias:
+        inits["bias"] = rng.normal(size=n).astype(np.float32)
+    ins.append("bias" if bias else "")
+    while not ins[-1]:
+        ins.pop()
+    node = helper.make_node("MatMulNBits", ins, ["y"], domain=MS, K=k, N=n, bits=bits,
+                            block_size=block)
+    model = _model([node], [("a", np.float32, [3, k])], [("y", np.float32, [3, n])], inits)
+    feeds = {"a": rng.normal(size=(3, k)).astype(np.float32)}
+    (want,), (got,), (plain,) = _run_all(model, feeds)
+    tol = FLOAT_RTOL * np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=FLOAT_RTOL, atol=tol)
+    np.testing.assert_allclose(plain, want, rtol=FLOAT_RTOL, atol=tol)
+
+
+def test_matmul_nbits_g_idx_with_packed_zero_points_is_refused():
+    inits = {"B": np.zeros((2, 4, 8), np.uint8), "s": np.full(8, 0.1, np.float32),
+             "z": np.zeros(4, np.uint8), "g": (np.arange(64) // 16).astype(np.int32)}
+    node = helper.make_node("MatMulNBits", ["a", "B", "s", "z", "g"], ["y"], name="mm4", domain=MS,
+                            K=64, N=2, bits=4, block_size=16)
+    model = _model([node], [("a", np.float32, [1, 64])], [("y", np.float32, [1, 2])], inits)
+    with pytest.raises(ModelLoadError, match="mm4.*g_idx together with packed"):
+        qrt.InferenceSession(model)
