@@ -42,7 +42,7 @@ def _passthrough(graph, node, prods, cons) -> bool:
         dqs.append(r)
     qp0 = dqs[0][1]
     if not all(U.same_params(qp0, qp) for _, qp in dqs):
-        return False
+        return node.op_type == "Concat" and _requantized_concat(graph, node, dqs, cons)
     qs = []
     for o in node.outputs:
         if not o:
@@ -61,6 +61,40 @@ def _passthrough(graph, node, prods, cons) -> bool:
     node.meta.setdefault("kernel", f"{node.op_type} (on int8 data)")
     for q in qs:
         graph.nodes.remove(q)
+    return True
+
+
+def _requantized_concat(graph, node, dqs, cons) -> bool:
+    """DQ(x_i, s_i, z_i) -> Concat -> Q(s, z) with differing input parameters: Q is elementwise,
+    so Q(Concat(DQ(x_i))) = Concat(Q(DQ(x_i))) exactly. Each input gets its own Q(s, z) (dropped
+    where its parameters already are (s, z), a 256-entry table after lut_regions elsewhere) and
+    the Concat runs on the 8-bit tensors (onnxruntime's QLinearConcat, YOLO-style necks)."""
+    q = U.single_consumer(graph, node.outputs[0], cons)
+    if q is None or q.op_type != "QuantizeLinear" or q.domain or q.inputs[0] != node.outputs[0]:
+        return False
+    qo = U.dq_params(graph, q)
+    if qo is None or not U.per_tensor(qo):
+        return False
+    ins, made = [], {}
+    for k, (dq, qp) in enumerate(dqs):
+        if U.same_params(qp, qo):
+            ins.append(dq.inputs[0])
+            continue
+        if dq.outputs[0] in made:  # the same input twice: one requantization
+            ins.append(made[dq.outputs[0]])
+            continue
+        name = made[dq.outputs[0]] = U.fresh(graph, f"{node.outputs[0]}_in{k}_requant")
+        rq = ir.Node("QuantizeLinear", [dq.outputs[0]] + list(q.inputs[1:]), [name],
+                     dict(q.attrs), f"{node.name or 'Concat'}/requant{k}", "")
+        rq.meta.update(covers=U.covers(node), precision="int8")
+        graph.nodes.insert(graph.nodes.index(node), rq)
+        ins.append(name)
+    node.inputs = ins
+    node.outputs = [q.outputs[0]]
+    node.meta["covers"] = U.covers(node, q)
+    node.meta["precision"] = "int8"
+    node.meta["kernel"] = "Concat (on int8 data, inputs requantized)"
+    graph.nodes.remove(q)
     return True
 
 

@@ -88,6 +88,29 @@ def test_int8_through_reshape_transpose_maxpool_concat(dt):
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in sess._graph.nodes)
 
 
+@pytest.mark.parametrize("dt", [np.uint8, np.int8])
+def test_concat_of_differently_quantized_inputs_runs_int8_exactly(dt):
+    """DQ(a, s1) , DQ(b, s2) -> Concat -> Q(s3): Q is elementwise, so each input is requantized
+    to (s3, z3) (a table) and the Concat runs on the 8-bit tensors, bit-equal to the float path."""
+    et = T.UINT8 if dt == np.uint8 else T.INT8
+    z = np.array(7, dt)
+    m = model([N("DequantizeLinear", ["a", "s1", "z"], ["ad"]),
+               N("DequantizeLinear", ["b", "s2", "z"], ["bd"]),
+               N("Concat", ["ad", "bd", "ad"], ["c"], name="cat", axis=1),
+               N("QuantizeLinear", ["c", "s3", "z"], ["y"])],
+              [("a", et, [1, 2, 16, 16]), ("b", et, [1, 3, 16, 16])], [("y", et, None)],
+              [("s1", np.float32(0.05)), ("s2", np.float32(0.11)), ("s3", np.float32(0.08)),
+               ("z", z)])
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dt)
+    feeds = {k: rng.integers(info.min, info.max, (1, c, 16, 16), endpoint=True).astype(dt)
+             for k, c in (("a", 2), ("b", 3))}
+    opt, noopt, ref, sess = run_three(m, feeds)
+    np.testing.assert_array_equal(opt[0], noopt[0])
+    assert _report(sess)["cat"]["precision"] == "int8"
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in sess._graph.nodes)
+
+
 @pytest.mark.parametrize("chain", [["Sigmoid"], ["HardSwish"], ["Tanh"], ["LeakyRelu"], ["HardSigmoid"],
                                    ["Mul", "Sigmoid"]])
 @pytest.mark.parametrize("dt", [np.uint8, np.int8])
