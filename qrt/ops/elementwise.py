@@ -138,6 +138,35 @@ ceil = register("Ceil", since=1)(_float_unary("Ceil", np.ceil))
 round_ = register("Round", since=11)(_float_unary("Round", np.rint))
 sin = register("Sin", since=7)(_float_unary("Sin", np.sin))
 cos = register("Cos", since=7)(_float_unary("Cos", np.cos))
+tan = register("Tan", since=7)(_float_unary("Tan", np.tan))
+asin = register("Asin", since=7)(_float_unary("Asin", np.arcsin))  # outside [-1, 1]: NaN
+acos = register("Acos", since=7)(_float_unary("Acos", np.arccos))
+atan = register("Atan", since=7)(_float_unary("Atan", np.arctan))
+sinh = register("Sinh", since=9)(_float_unary("Sinh", np.sinh))
+cosh = register("Cosh", since=9)(_float_unary("Cosh", np.cosh))
+asinh = register("Asinh", since=9)(_float_unary("Asinh", np.arcsinh))
+acosh = register("Acosh", since=9)(_float_unary("Acosh", np.arccosh))
+atanh = register("Atanh", since=9)(_float_unary("Atanh", np.arctanh))
+softsign = register("Softsign", since=1)(_float_unary("Softsign", lambda v: v / (1 + np.abs(v))))
+
+
+def _bitwise(name, ufunc):
+    def fn(a, b=None):
+        for v in (a, b):
+            if v is not None and v.dtype.kind not in "iu":
+                raise ValueError(f"{name}: takes integer tensors, got {v.dtype}")
+        if b is not None and a.dtype != b.dtype:
+            raise ValueError(f"{name}: A is {a.dtype} and B is {b.dtype}; they must match")
+        return np.asarray(ufunc(a) if b is None else ufunc(a, b))
+    fn.__name__ = name.lower()
+    fn.__doc__ = f"{name} of integer tensors (numpy broadcasting, as ONNX's multidirectional)."
+    return fn
+
+
+bitwise_and = register("BitwiseAnd", since=18)(_bitwise("BitwiseAnd", np.bitwise_and))
+bitwise_or = register("BitwiseOr", since=18)(_bitwise("BitwiseOr", np.bitwise_or))
+bitwise_xor = register("BitwiseXor", since=18)(_bitwise("BitwiseXor", np.bitwise_xor))
+bitwise_not = register("BitwiseNot", since=18)(_bitwise("BitwiseNot", np.invert))
 
 
 @register("Neg", since=1)

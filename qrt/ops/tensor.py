@@ -843,19 +843,29 @@ def arg_min_12(x, *, axis, keepdims, select_last_index):
 def cumsum(x, axis, *, exclusive, reverse):
     """Running sum along `axis` (a scalar input); exclusive leaves out the element itself,
     reverse sums from the end. Integers wrap in their type; float16 accumulates in float32."""
+    return _cumulative(x, axis, exclusive, reverse, "CumSum", np.cumsum, 0)
+
+
+@register("CumProd", since=26, attrs={"exclusive": 0, "reverse": 0})
+def cumprod(x, axis, *, exclusive, reverse):
+    """Running product along `axis`, as CumSum (exclusive starts from 1)."""
+    return _cumulative(x, axis, exclusive, reverse, "CumProd", np.cumprod, 1)
+
+
+def _cumulative(x, axis, exclusive, reverse, op, scan, identity):
     if x.ndim == 0:
-        raise ValueError("CumSum: input must have rank >= 1")
+        raise ValueError(f"{op}: input must have rank >= 1")
     if np.asarray(axis).dtype.kind not in "iu":
-        raise ValueError(f"CumSum: axis must be int32 or int64, got {np.asarray(axis).dtype}")
-    a = _norm_axis(int(_scalar_value(axis, "CumSum", "axis")), x.ndim, "CumSum")
+        raise ValueError(f"{op}: axis must be int32 or int64, got {np.asarray(axis).dtype}")
+    a = _norm_axis(int(_scalar_value(axis, op, "axis")), x.ndim, op)
     if x.dtype == np.bool_ or x.dtype.kind not in "iuf":
-        raise ValueError(f"CumSum: unsupported element type {x.dtype}")
+        raise ValueError(f"{op}: unsupported element type {x.dtype}")
     acc = np.float32 if x.dtype == np.float16 else x.dtype
     xs = np.flip(x, a) if reverse else x
     with np.errstate(over="ignore"):
-        c = np.cumsum(xs, axis=a, dtype=acc)
+        c = scan(xs, axis=a, dtype=acc)
     if exclusive:
-        shifted = np.zeros_like(c)
+        shifted = np.full_like(c, identity)
         dst = [slice(None)] * x.ndim
         src = [slice(None)] * x.ndim
         dst[a], src[a] = slice(1, None), slice(None, -1)

@@ -27,6 +27,8 @@ IN_SCOPE_OPS = {
     "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare",
     "ReduceLogSumExp", "ReduceLogSum",
     "LogSoftmax", "InstanceNormalization", "GlobalMaxPool", "Einsum", "LRN",
+    "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Softsign",
+    "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "CumProd",
     # recurrent, detection, signal, random and the less common ops (tests/ops/test_more_ops.py)
     "LSTM", "GRU", "RNN", "NonMaxSuppression", "RoiAlign", "CastLike", "IsNaN", "IsInf", "Celu",
     "Shrink", "Hardmax", "MeanVarianceNormalization", "GroupNormalization", "RMSNormalization",
