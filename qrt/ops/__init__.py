@@ -14,6 +14,7 @@ from qrt.ops import (  # noqa: F401,E402
     quant,
     fused,
     ort_contrib,
+    loss,
     ort_attention,
     misc,
     spatial,

@@ -29,6 +29,7 @@ IN_SCOPE_OPS = {
     "LogSoftmax", "InstanceNormalization", "GlobalMaxPool", "Einsum", "LRN",
     "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Softsign",
     "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "CumProd",
+    "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss",
     # recurrent, detection, signal, random and the less common ops (tests/ops/test_more_ops.py)
     "LSTM", "GRU", "RNN", "NonMaxSuppression", "RoiAlign", "CastLike", "IsNaN", "IsInf", "Celu",
     "Shrink", "Hardmax", "MeanVarianceNormalization", "GroupNormalization", "RMSNormalization",
