@@ -943,3 +943,9 @@ def test_recurrent_bad_inputs(op):
 def test_invalid_attributes_are_refused(op, feeds, consts, attrs, opset, match):
     with pytest.raises(NodeExecutionError, match=f"the_node.*{match}"):
         _run(_model(op, feeds, consts, attrs, opset=opset), feeds)
+
+
+def test_loss_target_outside_the_classes_is_named():
+    feeds = {"x": np.zeros((2, 3), np.float32), "t": np.array([0, 5], np.int64)}
+    with pytest.raises(NodeExecutionError, match="the_node.*target value 5 is outside"):
+        _run(_model("NegativeLogLikelihoodLoss", feeds, opset=13), feeds)
