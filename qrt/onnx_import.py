@@ -18,7 +18,7 @@ from qrt.errors import ModelLoadError, UnsupportedOpError
 from qrt.ops import REQUIRED, resolve
 from qrt.ops.registry import canonical_domain
 
-MIN_OPSET = 10
+MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
 MAX_IR_VERSION = onnx.IR_VERSION
 
@@ -271,7 +271,8 @@ def _convert_nodes(g, opsets, base, label, scope, unsupported, prefix) -> list[i
             else:
                 _check_arity(node, n, opsets[dom], label)
         if node.subgraphs() or (not dom and n.op_type in _SUBGRAPH_OPS):
-            _check_contract(node, label)
+            if (n.op_type, dom) not in unsupported:  # e.g. Scan-8 has another contract
+                _check_contract(node, label)
             node.inputs = node.inputs + implicit  # outer values the subgraphs read: see ir.py
             node.attrs[ir.IMPLICIT_INPUTS] = list(implicit)
         nodes.append(node)
@@ -553,6 +554,11 @@ def _expand_contrib(nodes, inits, opset, value_info, label, expansions=None):
         rank = len(info.shape) if info is not None and info.shape is not None else (
             inits[first].ndim if first in inits else None)
         new = contrib.expand(node, inits, opset, rank, label)
+        for e in new:  # opsets 7-9 lack QuantizeLinear/DequantizeLinear (and other targets)
+            if canonical_domain(e.domain) == "" and resolve(e.op_type, "", opset) is None:
+                raise UnsupportedOpError(
+                    f"{label}: {node.label()} ({node.domain}) is run as {e.op_type}, which opset "
+                    f"{opset} (the model's default-domain opset) does not have")
         if expansions is not None and node.outputs:
             expansions[node.outputs[0]] = new
         out.extend(new)

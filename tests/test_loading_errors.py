@@ -62,7 +62,7 @@ def test_wrong_argument_type():
         qrt.InferenceSession(12345)
 
 
-@pytest.mark.parametrize("opset", [7, 9])
+@pytest.mark.parametrize("opset", [5, 6])  # qrt loads opsets >= 7
 def test_opset_too_old(opset):
     with pytest.raises(ModelLoadError, match=f"opset {opset} is outside"):
         qrt.InferenceSession(relu_model(opset))

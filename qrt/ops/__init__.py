@@ -23,4 +23,5 @@ from qrt.ops import (  # noqa: F401,E402
     rand,
     sequence,
     control_flow,
+    legacy,
 )

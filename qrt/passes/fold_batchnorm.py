@@ -12,6 +12,8 @@ from qrt.passes import _util as U
 def _bn_consts(graph, bn):
     if len(bn.inputs) < 5 or bn.attrs.get("training_mode", 0) or len([o for o in bn.outputs if o]) != 1:
         return None
+    if graph.opset("") < 9 and bn.attrs.get("spatial", 1) != 1:
+        return None  # BatchNormalization-7 spatial=0: per-activation statistics, not per channel
     vals = [U.const(graph, i) for i in bn.inputs[1:5]]
     if any(v is None for v in vals):
         return None

@@ -27,8 +27,10 @@ INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 _VARIADIC = {"Sum", "Mean", "Max", "Min"}
 
 
-def _attrs_ok(node: ir.Node) -> bool:
+def _attrs_ok(node: ir.Node, opset: int = 99) -> bool:
     if node.op_type == "BatchNormalization":
+        if opset < 9 and node.attrs.get("spatial", 1) != 1:
+            return False  # BatchNormalization-7 spatial=0: per-activation, not per channel
         return not node.attrs.get("training_mode", 0) and len(node.outputs) == 1
     if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
         return not node.attrs.get("block_size", 0)
@@ -41,7 +43,7 @@ def _elementwise(graph: ir.Graph, node: ir.Node) -> bool:
         return False
     if node.domain == "qrt":
         return node.op_type in ("QLut", "QAdd", "QMul")
-    if node.domain or U.opdef(graph, node) is None or not _attrs_ok(node):
+    if node.domain or U.opdef(graph, node) is None or not _attrs_ok(node, graph.opset("")):
         return False
     return (node.op_type in UNARY or node.op_type in BINARY or node.op_type in _VARIADIC
             or node.op_type in ("BatchNormalization", "QuantizeLinear", "DequantizeLinear"))

@@ -45,6 +45,8 @@ IN_SCOPE_OPS |= {
     "SequenceAt", "SequenceErase", "SequenceLength", "SplitToSequence", "ConcatFromSequence",
     "Optional", "OptionalHasElement", "OptionalGetElement",
 }
+# Deprecated ops of opsets 7-10 (qrt/ops/legacy.py): Upsample-9, Scatter-9.
+IN_SCOPE_OPS |= {"Upsample", "Scatter"}
 
 
 def _graphs(g: onnx.GraphProto):
@@ -93,9 +95,13 @@ def out_of_scope_reason(model: onnx.ModelProto) -> str | None:
     if bad:
         return "element type out of scope: " + ", ".join(bad)
     from qrt.onnx_import import MIN_OPSET
-    if _default_opset(model) < MIN_OPSET:  # e.g. Scan-8 (batch axis, sequence_lens)
+    if _default_opset(model) < MIN_OPSET:
         return (f"opset {_default_opset(model)} is below qrt's minimum {MIN_OPSET} and the op "
                 "changed since")
+    if _default_opset(model) == 8 and any(n.op_type == "Scan" for g in _graphs(model.graph)
+                                          for n in g.node):
+        # Scan-8 (batch axis, sequence_lens) is not implemented: qrt reports it unsupported.
+        return "Scan-8 (opset 8: batch axis, sequence_lens) is not implemented"
     return None
 
 
