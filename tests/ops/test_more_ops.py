@@ -227,8 +227,7 @@ def test_compress(opset, axis):
     n = x.size if axis is None else x.shape[axis]
     cond = RNG.integers(0, 2, max(1, n - 1)).astype(bool)  # shorter than the axis is allowed
     attrs = {} if axis is None else {"axis": axis}
-    # opset 9 models cannot be loaded below MIN_OPSET 10: restamp 9 -> 10 (Compress-9 applies)
-    m = _model("Compress", {"x": x}, {"c": cond}, attrs=attrs, opset=max(opset, 10))
+    m = _model("Compress", {"x": x}, {"c": cond}, attrs=attrs, opset=opset)
     _check(m, {"x": x})
 
 
