@@ -354,6 +354,16 @@ def _check_arity(node: ir.Node, n: onnx.NodeProto, opset: int, label: str) -> No
             f"{label}: {node.label()} has {len(outs)} output(s); {n.op_type}-"
             f"{schema.since_version} produces {schema.min_output}"
             + ("" if schema.max_output == schema.min_output else f" to {schema.max_output}"))
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for kind, names, params in (("input", ins, schema.inputs), ("output", outs, schema.outputs)):
+        for k, name in enumerate(names):
+            if name or not params:
+                continue
+            p = params[min(k, len(params) - 1)]
+            if p.option == single:  # '' marks an omitted optional value only
+                raise ModelLoadError(
+                    f"{label}: {node.label()}: {kind} {k} ('{p.name}') of {n.op_type}-"
+                    f"{schema.since_version} is required but given as ''")
 
 
 def _check_contract(node: ir.Node, label: str) -> None:

@@ -294,3 +294,12 @@ def test_constant_without_value_that_is_a_graph_output_fails_at_load():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ModelLoadError, match="'k'.*bad value"):
         qrt.InferenceSession(m)
+
+
+def test_a_required_input_or_output_given_as_empty_is_refused():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    k = numpy_helper.from_array(np.array([1], np.int64), "k")
+    g = helper.make_graph([helper.make_node("TopK", ["x", "k"], ["", "i"], name="tk")], "g", [x],
+                          [helper.make_tensor_value_info("i", TensorProto.INT64, None)], [k])
+    with pytest.raises(ModelLoadError, match="'tk'.*output 0 .*required"):
+        qrt.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
