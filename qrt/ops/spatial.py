@@ -353,8 +353,8 @@ def upsample_10(x, scales, *, mode):
     if mode not in ("nearest", "linear"):
         raise ValueError(f"Upsample: mode must be 'nearest' or 'linear', got {mode!r}")
     s = np.asarray(scales)
-    if s.size != x.ndim or np.any(s < 1):
-        raise ValueError(f"Upsample: scales {s.tolist()} must have {x.ndim} entries >= 1")
+    if s.size != x.ndim or not np.all(np.isfinite(s)) or np.any(s < 1):
+        raise ValueError(f"Upsample: scales {s.tolist()} must have {x.ndim} finite entries >= 1")
     return resize_10(x, s.astype(np.float32), mode=mode)
 
 
@@ -372,6 +372,10 @@ def _roi_align(x, rois, batch_indices, mode, output_height, output_width, sampli
         raise ValueError(f"{op}: X must be [N, C, H, W], got shape {list(x.shape)}")
     if rois.ndim != 2 or rois.shape[1] != 4:
         raise ValueError(f"{op}: rois must be [num_rois, 4], got shape {list(rois.shape)}")
+    if not np.all(np.isfinite(rois)):
+        bad = int(np.flatnonzero(~np.isfinite(rois).all(axis=1))[0])
+        raise ValueError(f"{op}: roi {bad} has a NaN or infinite coordinate: "
+                         f"{rois[bad].tolist()}")
     if batch_indices.ndim != 1 or batch_indices.shape[0] != rois.shape[0]:
         raise ValueError(f"{op}: batch_indices must be [num_rois] = [{rois.shape[0]}], got "
                          f"{list(batch_indices.shape)}")

@@ -948,3 +948,14 @@ def test_loss_target_outside_the_classes_is_named():
     feeds = {"x": np.zeros((2, 3), np.float32), "t": np.array([0, 5], np.int64)}
     with pytest.raises(NodeExecutionError, match="the_node.*target value 5 is outside"):
         _run(_model("NegativeLogLikelihoodLoss", feeds, opset=13), feeds)
+
+
+def test_non_finite_rois_and_scales_are_named():
+    feeds = {"x": np.ones((1, 1, 4, 4), np.float32),
+             "r": np.array([[0, 0, np.nan, 2]], np.float32), "b": np.array([0], np.int64)}
+    with pytest.raises(NodeExecutionError, match="the_node.*roi 0 has a NaN"):
+        _run(_model("RoiAlign", feeds, opset=16), feeds)
+    feeds = {"x": np.ones((1, 1, 2, 2), np.float32)}
+    m = _model("Upsample", feeds, {"s": np.array([1, 1, np.nan, 2], np.float32)}, opset=9)
+    with pytest.raises(NodeExecutionError, match="the_node.*finite"):
+        _run(m, feeds)
