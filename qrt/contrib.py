@@ -168,10 +168,7 @@ def _qgemm(b: _Builder):
     a = b.dq(b.inp(0), b.inp(1), b.inp(2, False))
     nb = _size(b, b.inp(4))
     per_col = nb is not None and nb > 1
-    bv = b.inits.get(b.inp(3))
-    if per_col and bv is not None and np.ndim(bv) == 2 and nb != np.shape(bv)[0 if tb else 1]:
-        raise b.fail(f"b_scale has {nb} values; B {list(np.shape(bv))} (transB={tb}) has "
-                     f"{np.shape(bv)[0 if tb else 1]} columns")
+    _check_column_params(b, 3, (4, 5), ("b_scale", "b_zero_point"), col_axis=0 if tb else -1)
     zb = b.inits.get(b.inp(5, False)) if b.inp(5, False) else None
     if zb is not None and nb is not None and np.size(zb) != nb:
         raise b.fail(f"b_zero_point has {np.size(zb)} values, b_scale {nb}")
@@ -212,12 +209,14 @@ def _matmul_to_float(b: _Builder, qa: str, qb: str, za: str, zb: str, scale: str
         b.emit("Add", [y, bias], [out])
 
 
-def _check_column_params(b: _Builder, k_b: int, ks: tuple[int, ...], names: tuple[str, ...]):
-    """Per-column scale/zero point lengths against a constant B (N columns): 1 or N."""
+def _check_column_params(b: _Builder, k_b: int, ks: tuple[int, ...], names: tuple[str, ...],
+                         col_axis: int = -1):
+    """Per-column scale/zero point lengths against a constant B (N columns along `col_axis`):
+    1 or N."""
     bv = b.inits.get(b.inp(k_b))
     if bv is None or np.ndim(bv) < 2:
         return
-    n = np.shape(bv)[-1]
+    n = np.shape(bv)[col_axis]
     for k, name in zip(ks, names):
         v = b.inits.get(b.inp(k, False)) if b.inp(k, False) else None
         if v is not None and np.size(v) not in (1, n):

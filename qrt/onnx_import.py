@@ -279,6 +279,18 @@ def _convert_nodes(g, opsets, base, label, scope, unsupported, prefix) -> list[i
     return nodes
 
 
+def _initializers(g: onnx.GraphProto, base, label) -> dict[str, np.ndarray]:
+    """A graph's initializers by name: each named once, decoded (external data from `base`)."""
+    inits: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if not t.name:
+            raise ModelLoadError(f"{label}: an initializer has no name")
+        if t.name in inits:
+            raise ModelLoadError(f"{label}: two initializers are named '{t.name}'")
+        inits[t.name] = tensor_to_array(t, base, label)
+    return inits
+
+
 def _subgraph(gp: onnx.GraphProto, opsets, base, where, outer_scope, unsupported, prefix):
     """A GraphProto attribute (If's branches, Loop's and Scan's body, SequenceMap's body) as an IR
     graph with its own inputs, outputs, initializers and nodes (Constant nodes become its
@@ -287,11 +299,7 @@ def _subgraph(gp: onnx.GraphProto, opsets, base, where, outer_scope, unsupported
     the caller adds to the node's inputs. Errors name the node and the attribute (`where`)."""
     if len(gp.sparse_initializer):
         raise ModelLoadError(f"{where}: sparse initializers are not supported")
-    inits: dict[str, np.ndarray] = {}
-    for t in gp.initializer:
-        if not t.name:
-            raise ModelLoadError(f"{where}: an initializer has no name")
-        inits[t.name] = tensor_to_array(t, base, where)
+    inits = _initializers(gp, base, where)
     inputs = [_value_info(vi) for vi in gp.input]
     for vi in gp.input:
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
@@ -324,7 +332,6 @@ def _subgraph(gp: onnx.GraphProto, opsets, base, where, outer_scope, unsupported
     return sub, free
 
 
-# Contracts of the ops with subgraphs: how many inputs and outputs each subgraph has.
 _SUBGRAPH_OPS = ("If", "Loop", "Scan", "SequenceMap")
 
 
@@ -461,13 +468,7 @@ def to_graph(proto: onnx.ModelProto, label: str = "<model>", base: str | None = 
             f"{label}: sparse initializers are not supported "
             f"({', '.join(s.values.name for s in g.sparse_initializer)})")
 
-    inits: dict[str, np.ndarray] = {}
-    for t in g.initializer:
-        if not t.name:
-            raise ModelLoadError(f"{label}: an initializer has no name")
-        if t.name in inits:
-            raise ModelLoadError(f"{label}: two initializers are named '{t.name}'")
-        inits[t.name] = tensor_to_array(t, base, label)
+    inits = _initializers(g, base, label)
     seen_inputs: set[str] = set()
     for vi in g.input:
         if vi.name in seen_inputs:

@@ -27,6 +27,7 @@ import numpy as np
 from qrt import ir
 from qrt.errors import NodeExecutionError, QrtError
 from qrt.ops import NodeContext, resolve
+from qrt.ops.registry import NEVER_PRECOMPUTED
 
 
 @dataclass
@@ -152,14 +153,8 @@ _SHAPE_FROM_VALUES = {("", "Reshape"): (1,), ("", "Expand"): (1,), ("", "Slice")
                       ("", "ReduceLogSumExp"): (1,)}
 # Ops whose output is a function of their input's shape alone.
 _SHAPE_OF = {("", "Shape"), ("", "Size")}
-# Ops never run ahead of time, whatever their inputs: random draws, control flow (the outer values
-# its subgraphs read are among its inputs, but a body's result is not worth keeping per shape), and
-# the sequence/optional ops (their values are lists and None, not kept across calls).
-_NEVER_SPECIALISED = {("", op) for op in (
-    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-    "Bernoulli", "If", "Loop", "Scan", "SequenceMap", "SequenceEmpty", "SequenceConstruct",
-    "SequenceInsert", "SequenceAt", "SequenceErase", "SequenceLength", "SplitToSequence",
-    "ConcatFromSequence", "Optional", "OptionalHasElement", "OptionalGetElement", "Dropout")}
+# Ops never run ahead of time, whatever their inputs (qrt.ops.registry.NEVER_PRECOMPUTED).
+_NEVER_SPECIALISED = {("", op) for op in NEVER_PRECOMPUTED}
 SHAPE_CACHE_ENTRIES = 16  # distinct feed-shape sets remembered per plan
 
 

@@ -59,12 +59,6 @@ def _asks_for_dynamic(graph: ir.Graph) -> bool:
         return False
 
 
-def _describe_value(v) -> str:
-    if isinstance(v, np.ndarray):
-        return f"{v.dtype.name}{list(v.shape)}"
-    return type(v).__name__
-
-
 def _from_python(what, x, dtype):
     """A Python scalar/list feed as an array of the input's dtype, refusing what would not survive
     the conversion exactly (1.7 into an integer input, 300 into uint8, ragged or string lists)."""
@@ -193,8 +187,9 @@ class InferenceSession:
         for n, r in zip(names, results):
             want = declared.get(n)
             if want is not None and getattr(r, "dtype", want) != want:
+                from qrt.plan import _describe
                 raise NodeExecutionError(
-                    f"output '{n}' came out as {_describe_value(r)}, but the model declares it "
+                    f"output '{n}' came out as {_describe(r)}, but the model declares it "
                     f"{np.dtype(want).name}: the model is inconsistent (or an op's result type "
                     "is wrong)")
         # Never hand out an array that aliases a weight or a caller's feed.

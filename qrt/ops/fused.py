@@ -25,7 +25,7 @@ import numpy as np
 
 from qrt.kernels import qlinear as _ql
 from qrt.kernels import ref as _ref
-from qrt.errors import InvalidQuantParamsError
+from qrt.ops.quant import _conv_geometry
 from qrt.ops.registry import register
 
 _EPI_ATTRS = {
@@ -378,24 +378,6 @@ def _conv_prepared(state, x_shape, w, w_zp, group, strides, pads, dilations, aut
     return g
 
 
-def _check_conv_fits(x_shape, w_shape, auto_pad, dilations, group, kernel_shape, pads, strides):
-    """x against the folded weight, as the float and QLinearConv ops check it: channels = C/group
-    of the weight, kernel_shape, attributes >= 1 (pads >= 0) and a non-empty output."""
-    from qrt.ops.quant import _conv_geometry
-
-    for name, vals, low in (("strides", strides, 1), ("dilations", dilations, 1), ("pads", pads, 0)):
-        if any(int(v) < low for v in vals or ()):
-            raise InvalidQuantParamsError(f"Conv: {name} {list(vals)} must be >= {low}")
-    kernel, st, dl, pd, _ = _conv_geometry(tuple(x_shape), tuple(w_shape), auto_pad, dilations,
-                                           group, kernel_shape, pads, strides, "Conv")
-    nd = len(kernel)
-    if any((x_shape[2 + i] + pd[i] + pd[i + nd] - (dl[i] * (kernel[i] - 1) + 1)) // st[i] + 1 < 1
-           for i in range(nd)):
-        raise InvalidQuantParamsError(
-            f"Conv: a {list(kernel)} kernel (dilations {list(dl)}, pads {list(pd)}) does not fit "
-            f"the input {list(x_shape)}")
-
-
 @register("QConv", domain="qrt", since=1, ctx=True, attrs=_CONV_ATTRS)
 def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, x_scale, x_zp,
           w_scale, out_dtype, multiplier, scale, y_zp, lo, hi, lo_f, hi_f, kernel, state,
@@ -404,7 +386,8 @@ def qconv(x, w, w_zp, bias=None, x_scale_in=None, x_zp_in=None, bias_f=None, *, 
     if state is None:
         state = {}
     if ("fits", x.shape) not in state:  # once per input shape: the reference conv's checks
-        _check_conv_fits(x.shape, w.shape, auto_pad, dilations, group, kernel_shape, pads, strides)
+        _conv_geometry(x.shape, w.shape, auto_pad, dilations, group, kernel_shape, pads, strides,
+                       "Conv")
         state[("fits", x.shape)] = True
     fast = state.get(("fast", x.shape, x.dtype))
     if fast is None and x_scale_in is None:

@@ -636,8 +636,19 @@ def _int_input(x: np.ndarray, op: str, name: str) -> None:
         raise InvalidQuantParamsError(f"{op}: {name} must be uint8 or int8, got {x.dtype.name}")
 
 
+def _check_conv_attrs(strides, dilations, pads, op):
+    """strides and dilations >= 1, pads >= 0 (what a conv's attributes must hold, shapes aside)."""
+    for name, vals, low in (("strides", strides, 1), ("dilations", dilations, 1), ("pads", pads, 0)):
+        if any(int(v) < low for v in vals or ()):
+            raise InvalidQuantParamsError(f"{op}: {name} {list(vals)} must be >= {low}")
+
+
 def _conv_geometry(x_shape, w_shape, auto_pad, dilations, group, kernel_shape, pads, strides,
                    op):
+    """(kernel, strides, dilations, pads, group) of a conv of x over w, every check of the
+    reference conv made: ranks, kernel_shape, channels and group, attribute ranges, and an output
+    that is not empty."""
+    _check_conv_attrs(strides, dilations, pads, op)
     if len(x_shape) < 3:
         raise InvalidQuantParamsError(f"{op}: x must have rank >= 3 (N, C, spatial...), got shape "
                                       f"{list(x_shape)}")
@@ -675,6 +686,11 @@ def _conv_geometry(x_shape, w_shape, auto_pad, dilations, group, kernel_shape, p
         raise InvalidQuantParamsError(f"{op}: unknown auto_pad '{ap}'")
     if len(pads) != 2 * nd or len(strides) != nd or len(dilations) != nd:
         raise InvalidQuantParamsError(f"{op}: pads/strides/dilations do not fit {nd} spatial dims")
+    if any((spatial[i] + pads[i] + pads[i + nd] - (dilations[i] * (kernel[i] - 1) + 1))
+           // strides[i] + 1 < 1 for i in range(nd)):
+        raise InvalidQuantParamsError(
+            f"{op}: a {list(kernel)} kernel (dilations {list(dilations)}, pads {list(pads)}) "
+            f"does not fit the input {list(x_shape)}")
     return kernel, strides, dilations, pads, group
 
 

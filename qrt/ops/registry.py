@@ -58,6 +58,18 @@ def canonical_domain(domain: str) -> str:
     return "" if domain in DEFAULT_DOMAINS else domain
 
 
+# Default-domain ops whose results are never computed ahead of time (constant folding, the plan's
+# shape specialisation), whatever their inputs: random draws and Dropout (a new mask each run in
+# training mode), control flow (a body's result is not worth keeping), and the sequence/optional
+# ops (their values are lists and None, not initializers).
+NEVER_PRECOMPUTED = frozenset({
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+    "Bernoulli", "Dropout", "If", "Loop", "Scan", "SequenceMap", "SequenceEmpty",
+    "SequenceConstruct", "SequenceInsert", "SequenceAt", "SequenceErase", "SequenceLength",
+    "SplitToSequence", "ConcatFromSequence", "Optional", "OptionalHasElement",
+    "OptionalGetElement"})
+
+
 def register(op_type: str, since: int = 1, *, domain: str = "", attrs: dict | None = None,
              ctx: bool = False):
     def deco(fn):

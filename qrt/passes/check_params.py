@@ -145,29 +145,19 @@ def _conv(graph, node, label, x, w):
     if w is None:
         return
     a = node.attrs
-    for attr in ("strides", "dilations"):
-        if any(int(v) < 1 for v in a.get(attr) or ()):
-            raise ModelLoadError(f"{label}: {attr} {list(a[attr])} must be >= 1")
-    if any(int(v) < 0 for v in a.get("pads") or ()):
-        raise ModelLoadError(f"{label}: pads {list(a['pads'])} must be >= 0")
     xs = _known_shape(graph, x)
-    if xs is None:
-        if w.ndim < 3:
-            raise ModelLoadError(f"{label}: weight has shape {list(w.shape)}; a conv weight has "
-                                 "rank >= 3 (M, C/group, kernel...)")
-        return
     try:
-        kernel, st, dl, pads, _ = Q._conv_geometry(
-            xs, w.shape, a.get("auto_pad", "NOTSET"), a.get("dilations"), a.get("group", 1),
-            a.get("kernel_shape"), a.get("pads"), a.get("strides"), node.op_type)
+        if xs is not None:
+            Q._conv_geometry(xs, w.shape, a.get("auto_pad", "NOTSET"), a.get("dilations"),
+                             a.get("group", 1), a.get("kernel_shape"), a.get("pads"),
+                             a.get("strides"), node.op_type)
+            return
+        Q._check_conv_attrs(a.get("strides"), a.get("dilations"), a.get("pads"), node.op_type)
     except InvalidQuantParamsError as e:
         raise ModelLoadError(f"{label}: {e}") from None
-    nd = len(kernel)
-    out = [(xs[2 + i] + pads[i] + pads[i + nd] - (dl[i] * (kernel[i] - 1) + 1)) // st[i] + 1
-           for i in range(nd)]
-    if any(o < 1 for o in out):
-        raise ModelLoadError(f"{label}: a {list(kernel)} kernel (dilations {list(dl)}, pads "
-                             f"{list(pads)}) does not fit the input {list(xs)}")
+    if w.ndim < 3:
+        raise ModelLoadError(f"{label}: weight has shape {list(w.shape)}; a conv weight has "
+                             "rank >= 3 (M, C/group, kernel...)")
 
 
 def run(graph: ir.Graph, opts=None) -> bool:

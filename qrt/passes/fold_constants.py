@@ -10,15 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from qrt import ir
+from qrt.ops.registry import NEVER_PRECOMPUTED
 from qrt.passes import _util as U
 
-NEVER = U.QDQ_OPS | {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                     "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceMap",
-                     "Dropout",  # training mode draws a new mask per run
-                     # sequence/optional values are lists and None, never initializers
-                     "SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceAt",
-                     "SequenceErase", "SequenceLength", "SplitToSequence", "ConcatFromSequence",
-                     "Optional", "OptionalHasElement", "OptionalGetElement"}
+NEVER = U.QDQ_OPS | NEVER_PRECOMPUTED
 # A folded output may be at most this many times the bytes of the inputs (or MIN_BYTES).
 GROWTH = 4
 MIN_BYTES = 1 << 16
